@@ -1,0 +1,73 @@
+"""Decoding: any soundfile-readable file -> mono float32 at the target rate, optionally a random crop.
+
+Crops seek inside the file (sample-exact for WAV, FLAC, OGG, MP3 in libsndfile), so a 2 s crop
+of a long file costs milliseconds. Unusable audio raises :class:`AudioError` with a reason.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SILENCE_PEAK = 1e-5  # about -100 dBFS
+
+
+class AudioError(Exception):
+    """A file that cannot be used: corrupt, empty, too short, silent or non-finite."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int,
+    crop_samples: int | None = None,
+    rng: np.random.Generator | None = None,
+    min_samples: int = 1,
+    check_silence: bool = True,
+) -> np.ndarray:
+    """Decode ``path`` to mono float32 at ``sample_rate``.
+
+    With ``crop_samples``, a random window of that length (after resampling) is read when the file
+    is longer; shorter files are returned whole (the caller pads).
+    """
+    try:
+        info = sf.info(str(path))
+        sr, frames = int(info.samplerate), int(info.frames)
+        if frames <= 0 or sr <= 0:
+            raise AudioError(path, "empty")
+        if frames * sample_rate < min_samples * sr:
+            raise AudioError(path, "too short")
+        start, count = 0, frames
+        if crop_samples is not None:
+            need = math.ceil(crop_samples * sr / sample_rate)
+            if frames > need:
+                rng = rng or np.random.default_rng()
+                start, count = int(rng.integers(0, frames - need + 1)), need
+        with sf.SoundFile(str(path)) as f:
+            if start:
+                f.seek(start)
+            data = f.read(count, dtype="float32", always_2d=True)  # [n, channels]
+    except AudioError:
+        raise
+    except Exception as e:  # soundfile raises several types for corrupt or unknown files
+        raise AudioError(path, f"unreadable ({type(e).__name__}: {str(e)[:120]})") from e
+    if data.shape[0] == 0:
+        raise AudioError(path, "empty")
+    x = data.mean(axis=1)
+    if not np.isfinite(x).all():
+        raise AudioError(path, "non-finite samples")
+    if sr != sample_rate:
+        x = soxr.resample(x, sr, sample_rate).astype(np.float32, copy=False)
+    if crop_samples is not None:
+        x = x[:crop_samples]
+    if check_silence and float(np.abs(x).max(initial=0.0)) < SILENCE_PEAK:
+        raise AudioError(path, "silent")
+    return np.ascontiguousarray(x, dtype=np.float32)

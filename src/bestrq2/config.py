@@ -1,0 +1,378 @@
+"""Typed configuration: one dataclass per component, named presets, JSON round-trip.
+
+Every artifact (run folder, checkpoint, export) stores the full resolved config, and
+loading rebuilds the model from that alone. Presets are functions built from one another
+and registered by name (``PRESETS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PositionKind = Literal["sincos", "rope"]
+QuantizerNorm = Literal["none", "patch", "global"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(kw_only=True)
+class FrontendConfig:
+    """Waveform -> power mel spectrogram (dB) -> 16x16 patches. Audio constants live here only."""
+
+    sample_rate: int = 16000
+    """Input sample rate in Hz; audio is resampled to it when loaded."""
+    n_fft: int = 2048
+    """FFT size (and window length) in samples."""
+    hop_length: int = 625
+    """Hop between frames in samples (39.0625 ms at 16 kHz)."""
+    n_mels: int = 128
+    """Number of mel bands (HTK mel scale, no filter normalisation)."""
+    f_min: float = 0.0
+    """Lowest mel filter edge in Hz."""
+    f_max: float = 8000.0
+    """Highest mel filter edge in Hz."""
+    patch_freq: int = 16
+    """Patch height in mel bands."""
+    patch_time: int = 16
+    """Patch width in frames."""
+    db_floor: float = -100.0
+    """Power is clamped to 10**(db_floor/10) before 10*log10."""
+    norm_mean: float = -30.0
+    """Encoder input is (dB - norm_mean) / norm_std (measured on the demo corpus)."""
+    norm_std: float = 20.0
+    """See norm_mean."""
+    chunk_seconds: float = 10.0
+    """Inference splits long audio into chunks of this length (the pretraining crop)."""
+
+    @property
+    def samples_per_token(self) -> int:
+        """Audio samples covered by one time step of the token grid."""
+        return self.hop_length * self.patch_time
+
+    @property
+    def hop_size_in_ms(self) -> float:
+        """Time step of the encoder's output frames in milliseconds."""
+        return 1000.0 * self.samples_per_token / self.sample_rate
+
+    @property
+    def freq_patches(self) -> int:
+        return self.n_mels // self.patch_freq
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_freq * self.patch_time
+
+    def time_patches(self, num_samples: int) -> int:
+        """Time steps of the token grid for ``num_samples`` of audio (ceil: nothing dropped)."""
+        return max(1, math.ceil(num_samples / self.samples_per_token))
+
+    def validate(self) -> None:
+        _check(self.sample_rate > 0, "frontend.sample_rate must be positive")
+        _check(0 < self.hop_length <= self.n_fft, "frontend.hop_length must be in (0, n_fft]")
+        _check(self.n_mels % self.patch_freq == 0, "frontend.n_mels must be a multiple of patch_freq")
+        _check(0 <= self.f_min < self.f_max <= self.sample_rate / 2, "frontend: need 0 <= f_min < f_max <= sr/2")
+        _check(self.norm_std > 0, "frontend.norm_std must be positive")
+        chunk = self.chunk_seconds * self.sample_rate
+        _check(
+            chunk >= self.samples_per_token and chunk % self.samples_per_token == 0,
+            f"frontend.chunk_seconds must be a positive multiple of one token ({self.hop_size_in_ms} ms)",
+        )
+
+
+@dataclass(kw_only=True)
+class EncoderConfig:
+    """ViT context encoder."""
+
+    width: int = 768
+    """Token width."""
+    depth: int = 12
+    """Number of transformer blocks."""
+    heads: int = 12
+    """Attention heads."""
+    mlp_ratio: float = 4.0
+    """MLP hidden width / token width."""
+    qkv_bias: bool = True
+    """Bias on the fused q, k, v projection."""
+    drop_path: float = 0.1
+    """Stochastic depth rate at the last block (linear from 0)."""
+    positions: PositionKind = "sincos"
+    """'sincos': fixed 2-D sin-cos added to tokens; 'rope': 2-D rotary on q and k."""
+
+    def validate(self) -> None:
+        _check(self.width % self.heads == 0, "encoder.width must be divisible by encoder.heads")
+        _check(self.depth >= 1, "encoder.depth must be >= 1")
+        _check(0.0 <= self.drop_path < 1.0, "encoder.drop_path must be in [0, 1)")
+        _check(self.width % 4 == 0, "encoder.width must be a multiple of 4 (2-D positions)")
+        if self.positions == "rope":
+            _check((self.width // self.heads) % 4 == 0, "rope needs a head dim divisible by 4")
+
+
+@dataclass(kw_only=True)
+class PredictorConfig:
+    """Lightweight transformer that fills mask tokens in and predicts codes (dropped after pretraining)."""
+
+    width: int = 768
+    depth: int = 4
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.0
+
+    def validate(self) -> None:
+        _check(self.width % self.heads == 0, "predictor.width must be divisible by predictor.heads")
+        _check(self.width % 4 == 0, "predictor.width must be a multiple of 4")
+        _check(self.depth >= 1, "predictor.depth must be >= 1")
+
+
+@dataclass(kw_only=True)
+class QuantizerConfig:
+    """Frozen random-projection quantizer (BEST-RQ targets)."""
+
+    codebook_size: int = 8192
+    """Codes per codebook."""
+    code_dim: int = 16
+    """Dimension of the projected space."""
+    num_codebooks: int = 1
+    """Independent codebooks (one prediction head each)."""
+    norm: QuantizerNorm = "patch"
+    """Input normalisation before projection: 'none' (reference code), 'patch' (each patch to zero
+    mean, unit variance) or 'global' (the frontend's fixed norm_mean/norm_std). Chosen by measured
+    codebook usage on real audio (benchmarks/README.md)."""
+    seed: int = 0
+    """Seed of the projection and codebook (independent of the training seed)."""
+
+    def validate(self) -> None:
+        _check(self.codebook_size >= 2, "quantizer.codebook_size must be >= 2")
+        _check(self.code_dim >= 1 and self.num_codebooks >= 1, "quantizer dims must be positive")
+
+
+@dataclass(kw_only=True)
+class MaskConfig:
+    """Random patch masking; the ratio is drawn once per batch."""
+
+    ratio_min: float = 0.4
+    ratio_max: float = 0.6
+
+    def validate(self) -> None:
+        _check(0.0 < self.ratio_min <= self.ratio_max < 1.0, "mask: need 0 < ratio_min <= ratio_max < 1")
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    lr: float = 1e-4
+    """Peak learning rate (per global batch as configured)."""
+    weight_decay: float = 0.05
+    """Decoupled weight decay on matrices only (not norms, biases, tokens, positions)."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_fraction: float = 0.05
+    """Linear warm-up over this fraction of the schedule."""
+    min_lr_ratio: float = 0.001
+    """Cosine decays to lr * min_lr_ratio."""
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 disables clipping."""
+
+    def validate(self) -> None:
+        _check(self.lr > 0, "optim.lr must be positive")
+        _check(0 <= self.warmup_fraction < 1, "optim.warmup_fraction must be in [0, 1)")
+        _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]")
+        _check(self.grad_clip >= 0, "optim.grad_clip must be >= 0")
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    crop_seconds: float = 10.0
+    """Random crop length; shorter files are zero-padded and masked out."""
+    min_seconds: float = 0.5
+    """Files shorter than this are skipped (counted)."""
+    num_workers: int = 2
+    """DataLoader worker processes per rank."""
+    extensions: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
+
+    def validate(self) -> None:
+        _check(self.crop_seconds > 0, "data.crop_seconds must be positive")
+        _check(self.num_workers >= 0, "data.num_workers must be >= 0")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    batch_size: int = 256
+    """Global batch size (split evenly over ranks and accumulation steps)."""
+    accum_steps: int = 1
+    """Gradient accumulation micro-steps per optimiser step."""
+    max_steps: int = 200_000
+    """Optimiser steps; also the length of the LR schedule."""
+    seed: int = 0
+    ckpt_every: int = 1000
+    log_every: int = 10
+    bf16: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    max_bad_steps: int = 10
+    """Abort after this many consecutive non-finite losses (each is skipped)."""
+
+    def validate(self) -> None:
+        _check(self.batch_size >= 1 and self.accum_steps >= 1, "train: batch_size, accum_steps >= 1")
+        _check(self.max_steps >= 0, "train.max_steps must be >= 0")
+        _check(self.ckpt_every >= 1 and self.log_every >= 1, "train: ckpt_every, log_every >= 1")
+
+
+@dataclass(kw_only=True)
+class Config:
+    """Everything a run needs; saved as config.json in the run folder and in every checkpoint."""
+
+    preset: str = "base"
+    method: str = "bestrq2"
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> Config:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "validate"):
+                value.validate()
+        _check(self.train.batch_size % self.train.accum_steps == 0, "train.batch_size must divide by accum_steps")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        return _from_dict(cls, d)
+
+
+# ----------------------------------------------------------------------------- (de)serialisation
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    for name, value in d.items():
+        kwargs[name] = _coerce(hints[name], value, name)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value) if isinstance(value, dict) else value
+    if origin is tuple:
+        return tuple(value)
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{name} must be one of {typing.get_args(tp)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def _parse_scalar(tp: Any, text: str, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return _coerce(tp, text, name)
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        return tuple(_parse_scalar(inner, t, name) for t in text.split(",") if t)
+    if tp is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected a boolean, got {text!r}")
+    try:
+        return tp(text)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{name}: cannot parse {text!r} as {getattr(tp, '__name__', tp)}") from e
+
+
+def apply_override(cfg: Config, assignment: str) -> None:
+    """Apply one ``section.field=value`` override (e.g. ``encoder.depth=6``) in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like section.field=value")
+    key, text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    obj: Any = cfg
+    for p in parts[:-1]:
+        if not hasattr(obj, p):
+            raise ConfigError(f"unknown config section {p!r} in {key!r}")
+        obj = getattr(obj, p)
+    leaf = parts[-1]
+    if not dataclasses.is_dataclass(obj) or leaf not in {f.name for f in dataclasses.fields(obj)}:
+        raise ConfigError(f"unknown config field {key!r}")
+    hint = typing.get_type_hints(type(obj))[leaf]
+    setattr(obj, leaf, _parse_scalar(hint, text.strip(), key))
+
+
+# ----------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, typing.Callable[[], Config]] = {}
+
+
+def register(fn: typing.Callable[[], Config]) -> typing.Callable[[], Config]:
+    PRESETS[fn.__name__] = fn
+    return fn
+
+
+@register
+def base() -> Config:
+    """The reference configuration: ViT-B encoder, 4-block 768-wide predictor, 8192x16 codebook."""
+    return Config(preset="base")
+
+
+@register
+def small() -> Config:
+    """ViT-S width encoder and a narrower predictor."""
+    c = base()
+    c.preset = "small"
+    c.encoder.width, c.encoder.heads = 384, 6
+    c.predictor.width, c.predictor.heads = 384, 6
+    return c
+
+
+@register
+def tiny() -> Config:
+    """A few-million-parameter model that trains on a laptop CPU (tests, demos)."""
+    c = small()
+    c.preset = "tiny"
+    c.encoder.width, c.encoder.depth, c.encoder.heads, c.encoder.drop_path = 192, 4, 3, 0.0
+    c.predictor.width, c.predictor.depth, c.predictor.heads = 128, 2, 2
+    c.quantizer.codebook_size = 1024
+    c.optim.lr = 5e-4
+    c.train.batch_size = 16
+    c.train.max_steps = 300
+    c.train.ckpt_every = 100
+    c.data.crop_seconds = 5.0
+    return c
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]()

@@ -1,0 +1,194 @@
+"""Pretraining data in three steps: metadata (file list), decoding (random crops), collation.
+
+* :func:`list_audio` - a folder (recursive) or a JSONL / text manifest -> sorted file list.
+* :class:`CropDataset` - key (epoch, index) -> a random crop; the randomness is derived from
+  (seed, epoch, index) alone, so the data are identical for any number of workers and after a
+  resume. A bad file is skipped (another file is drawn deterministically) and reported.
+* :class:`BatchStream` - an endless, resumable batch sampler: one permutation per epoch, split
+  across ranks without duplicates, starting at any (epoch, batch).
+* :func:`collate` - a dict of padded tensors with lengths.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bestrq2.audio import AudioError, load_audio
+from bestrq2.config import DataConfig
+
+MAX_ATTEMPTS = 32
+
+
+def list_audio(source: str | Path, extensions: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")) -> list[Path]:
+    """Audio files under a folder (recursive), or listed in a manifest (.jsonl with a ``path``
+    field, or .txt / .lst with one path per line; relative paths are relative to the manifest)."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"data source {source} does not exist")
+    exts = {e.lower() for e in extensions}
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in exts and p.is_file())
+        if not files:
+            raise ValueError(f"no audio files ({', '.join(sorted(exts))}) found under {source}")
+        return files
+    files = []
+    for n, line in enumerate(source.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if source.suffix == ".jsonl":
+            try:
+                rel = json.loads(line)["path"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{source}:{n}: expected a JSON object with a 'path' field") from e
+        else:
+            rel = line
+        p = Path(rel)
+        files.append(p if p.is_absolute() else source.parent / p)
+    if not files:
+        raise ValueError(f"manifest {source} lists no audio files")
+    return files
+
+
+class CropDataset(Dataset):
+    """(epoch, index) -> {"wav": float32 [n], "skipped": [(path, reason), ...]}."""
+
+    def __init__(self, files: list[Path], cfg: DataConfig, sample_rate: int, seed: int = 0):
+        self.files = [str(f) for f in files]
+        self.cfg = cfg
+        self.sample_rate = sample_rate
+        self.crop = int(round(cfg.crop_seconds * sample_rate))
+        self.min_samples = max(1, int(round(cfg.min_seconds * sample_rate)))
+        self.seed = seed
+        self._bad: dict[str, str] = {}  # per worker: files known to be unusable
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        rng = np.random.default_rng([self.seed, epoch, index])
+        skipped: list[tuple[str, str]] = []
+        i = index
+        for _ in range(MAX_ATTEMPTS):
+            path = self.files[i]
+            if path in self._bad:
+                skipped.append((path, self._bad[path]))
+            else:
+                try:
+                    wav = load_audio(path, self.sample_rate, self.crop, rng, self.min_samples)
+                    return {"wav": wav, "skipped": skipped}
+                except AudioError as e:
+                    if e.reason != "silent":  # a silent crop may come from a file with sound elsewhere
+                        self._bad[path] = e.reason
+                    skipped.append((path, e.reason))
+            i = int(rng.integers(len(self.files)))
+        raise RuntimeError(
+            f"{MAX_ATTEMPTS} unusable files in a row (last: {skipped[-1][0]}: {skipped[-1][1]}); "
+            "is the data folder mostly corrupt or silent?"
+        )
+
+
+class BatchStream:
+    """Endless batches of dataset keys for one rank, resumable at (epoch, batch).
+
+    Each epoch is a seeded permutation of all files (repeated when the data set is smaller
+    than one global batch), cut into global batches; rank r takes every world-th key of each.
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0, start: tuple[int, int] = (0, 0)):
+        self.n, self.batch_size, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
+        self.global_batch = batch_size * world
+        self.batches_per_epoch = max(1, n // self.global_batch)
+        self.start = start
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        need = self.batches_per_epoch * self.global_batch
+        perms, rep = [], 0
+        while sum(len(p) for p in perms) < need:
+            g = torch.Generator().manual_seed(self.seed * 7919 + epoch * 104729 + rep)
+            perms.append(torch.randperm(self.n, generator=g))
+            rep += 1
+        return torch.cat(perms)[:need]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        epoch, batch = self.start
+        while True:
+            order = self.epoch_order(epoch)
+            for b in range(batch, self.batches_per_epoch):
+                chunk = order[b * self.global_batch : (b + 1) * self.global_batch]
+                mine = chunk[self.rank :: self.world].tolist()
+                yield [(epoch, idx, b) for idx in mine]
+            epoch, batch = epoch + 1, 0
+
+
+class KeyedDataset(Dataset):
+    """Adapter: the batch stream's (epoch, index, batch) keys -> samples tagged with their position."""
+
+    def __init__(self, inner: CropDataset):
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
+        epoch, index, batch = key
+        item = self.inner[(epoch, index)]
+        item["position"] = (epoch, batch)
+        return item
+
+
+def collate(items: list[dict[str, Any]], length: int | None = None) -> dict[str, Any]:
+    """Zero-pad to ``length`` (or the longest) -> {"wav" [B, S], "lengths" [B], "skipped", "position"}."""
+    lengths = torch.tensor([len(it["wav"]) for it in items], dtype=torch.long)
+    S = length or int(lengths.max())
+    wav = torch.zeros(len(items), S)
+    for i, it in enumerate(items):
+        n = min(len(it["wav"]), S)
+        wav[i, :n] = torch.from_numpy(it["wav"][:n])
+    return {
+        "wav": wav,
+        "lengths": lengths.clamp(max=S),
+        "skipped": [s for it in items for s in it["skipped"]],
+        "position": items[0].get("position", (0, 0)),
+    }
+
+
+class _Collate:
+    def __init__(self, length: int):
+        self.length = length
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate(items, self.length)
+
+
+def build_loader(
+    files: list[Path],
+    cfg: DataConfig,
+    sample_rate: int,
+    batch_size: int,
+    rank: int = 0,
+    world: int = 1,
+    seed: int = 0,
+    start: tuple[int, int] = (0, 0),
+    pin_memory: bool = False,
+) -> DataLoader:
+    """An endless loader of fixed-length batches (``crop_seconds``) for one rank."""
+    ds = CropDataset(files, cfg, sample_rate, seed)
+    stream = BatchStream(len(ds), batch_size, rank, world, seed, start)
+    return DataLoader(
+        KeyedDataset(ds),
+        batch_sampler=stream,
+        collate_fn=_Collate(ds.crop),
+        num_workers=cfg.num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=cfg.num_workers > 0,
+        prefetch_factor=4 if cfg.num_workers > 0 else None,
+    )

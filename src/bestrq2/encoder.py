@@ -1,0 +1,62 @@
+"""ViT context encoder over 16x16 log-mel patches.
+
+One contract for every use:
+  pretraining  ``encoder(patches, grid, ids=ids_keep, padding=keep_pad)`` -> visible tokens only
+  inference    ``encoder(patches, grid, padding=padding)``                 -> all tokens
+  features     ``encoder.forward_intermediates(..., layers=[...])``        -> also block outputs
+Masked tokens are dropped before the first block (as MAE), not replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from bestrq2.config import EncoderConfig
+from bestrq2.layers import Block, drop_path_rates, init_weights, run_blocks
+from bestrq2.positions import gather_tokens, rope_2d, sincos_2d
+
+
+class ViTEncoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig, patch_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.width = cfg.width
+        self.patch_embed = nn.Linear(patch_dim, cfg.width)  # == Conv2d(1, D, 16, stride 16) on (mel, time)
+        self.blocks = nn.ModuleList(
+            Block(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.qkv_bias, dp)
+            for dp in drop_path_rates(cfg.drop_path, cfg.depth)
+        )
+        self.norm = nn.LayerNorm(cfg.width)
+        init_weights(self)
+
+    def forward(
+        self, patches: Tensor, grid: tuple[int, int], ids: Tensor | None = None, padding: Tensor | None = None
+    ) -> Tensor:
+        """patches [B, N, P]; ids [B, K] visible token indices (None: all); padding [B, K or N]."""
+        return self.forward_intermediates(patches, grid, ids, padding)[0]
+
+    def forward_intermediates(
+        self,
+        patches: Tensor,
+        grid: tuple[int, int],
+        ids: Tensor | None = None,
+        padding: Tensor | None = None,
+        layers: Sequence[int] | None = None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Final normed tokens [B, L, D] and the raw outputs of blocks ``layers`` (0-based; -1 = last)."""
+        B = patches.shape[0]
+        if ids is not None:
+            patches = torch.gather(patches, 1, ids[..., None].expand(-1, -1, patches.shape[-1]))  # [B, K, P]
+        x = self.patch_embed(patches)  # [B, L, D]
+        rope = None
+        if self.cfg.positions == "sincos":
+            x = x + gather_tokens(sincos_2d(grid, self.width, x.device), ids, B).to(x.dtype)
+        else:
+            cos, sin = rope_2d(grid, self.width // self.cfg.heads, x.device)  # [N, hd]
+            rope = (gather_tokens(cos, ids, B), gather_tokens(sin, ids, B))
+        wanted = None if layers is None else {i % len(self.blocks) for i in layers}
+        x, inter = run_blocks(self.blocks, x, padding, rope, wanted)
+        return self.norm(x), inter

@@ -1,0 +1,67 @@
+"""The inference encoder: waveform -> one frame per token time step, as X-ARES expects.
+
+``BestRQ2Encoder(wav[B, T]) -> [B, T', D]``: audio is split into ``chunk_seconds`` pieces (the
+pretraining crop, 10 s in the reference), all pieces of all clips run through the encoder in
+one batch on all their patches (no masking), tokens are averaged over frequency per time step
+and the pieces are joined again. T' = ceil(T / samples_per_token): every output frame covers
+``hop_size_in_ms`` of input, the last one possibly partly padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bestrq2.config import EncoderConfig, FrontendConfig
+from bestrq2.encoder import ViTEncoder
+from bestrq2.frontend import Frontend
+
+
+class BestRQ2Encoder(nn.Module):
+    def __init__(self, frontend: FrontendConfig, encoder: EncoderConfig):
+        super().__init__()
+        self.frontend_cfg, self.encoder_cfg = frontend, encoder
+        self.frontend = Frontend(frontend)
+        self.encoder = ViTEncoder(encoder, frontend.patch_dim)
+        self.sampling_rate = frontend.sample_rate
+        self.output_dim = encoder.width
+        self.hop_size_in_ms = frontend.hop_size_in_ms
+        self.chunk_samples = int(round(frontend.chunk_seconds * frontend.sample_rate))
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Frames of output for clips of ``lengths`` samples."""
+        spt = self.frontend_cfg.samples_per_token
+        return torch.div(lengths + spt - 1, spt, rounding_mode="floor").clamp(min=1)
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None, layer: int | None = None) -> Tensor:
+        """wav [B, T] float at ``sampling_rate``; lengths [B] samples (None: all T real).
+
+        ``layer`` picks a block's output (0-based, -1 = last block before the final norm)
+        instead of the final normed tokens.
+        """
+        if wav.dim() == 1:
+            wav = wav[None]
+        B, T = wav.shape
+        if lengths is None:
+            lengths = torch.full((B,), T, dtype=torch.long, device=wav.device)
+        n_out = int(self.output_lengths(torch.tensor(T)))
+        chunk = self.chunk_samples
+        n_chunks = max(1, -(-T // chunk))
+        if n_chunks > 1:
+            wav = F.pad(wav, (0, n_chunks * chunk - T))
+        S = wav.shape[1] // n_chunks
+        pieces = wav.reshape(B * n_chunks, S)  # [B * nc, S]
+        starts = torch.arange(n_chunks, device=wav.device) * S
+        piece_len = (lengths[:, None] - starts[None]).clamp(min=0, max=S).reshape(-1)  # [B * nc]
+        feats = self.frontend(pieces, piece_len)
+        fb, tb = feats["grid"]
+        if layer is None:
+            tokens = self.encoder(feats["patches"], feats["grid"], padding=feats["padding"])  # [B*nc, fb*tb, D]
+        else:
+            _, inter = self.encoder.forward_intermediates(
+                feats["patches"], feats["grid"], padding=feats["padding"], layers=[layer]
+            )
+            tokens = inter[0]
+        tokens = tokens.reshape(B * n_chunks, fb, tb, -1).mean(1)  # [B*nc, tb, D]: mean over frequency
+        return tokens.reshape(B, n_chunks * tb, -1)[:, :n_out]  # [B, T', D]

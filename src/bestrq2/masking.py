@@ -1,0 +1,88 @@
+"""Masks are data: per-example random patch masks carried as index tensors.
+
+A batch draws one ratio r ~ U(ratio_min, ratio_max) and every example gets the same number
+of visible (K) and masked (M = round(r * N)) slots, so the encoder batches its visible tokens
+without padding. With padded audio, only real tokens are masked or kept: example i masks
+m_i = round(r * n_i) of its n_i real tokens, and the padding tokens fill the remaining
+slots, flagged invalid (the encoder ignores them as keys; the loss ignores them).
+
+Masks come from an explicit ``torch.Generator`` seeded by (seed, rank, step), so they are
+reproducible, differ on every rank and every example, and resume exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bestrq2.config import MaskConfig
+
+
+@dataclass
+class Masks:
+    ids_keep: Tensor  # [B, K] long, token indices given to the encoder
+    keep_pad: Tensor  # [B, K] bool, True where the slot holds a padding token
+    ids_mask: Tensor  # [B, M] long, token indices to predict
+    mask_pad: Tensor  # [B, M] bool, True where the slot holds a padding token
+    ratio: float
+
+    def to(self, device: torch.device | str) -> Masks:
+        return Masks(
+            self.ids_keep.to(device, non_blocking=True),
+            self.keep_pad.to(device, non_blocking=True),
+            self.ids_mask.to(device, non_blocking=True),
+            self.mask_pad.to(device, non_blocking=True),
+            self.ratio,
+        )
+
+
+def mask_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """A CPU generator unique to (seed, rank, step)."""
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + rank) * 1_000_000_007 + step)
+    return g
+
+
+def sample_masks(padding: Tensor, cfg: MaskConfig, generator: torch.Generator) -> Masks:
+    """Sample masks for a batch.
+
+    Args:
+      padding: [B, N] bool, True for tokens that hold no audio.
+    """
+    padding = padding.cpu()
+    B, N = padding.shape
+    ratio = cfg.ratio_min + (cfg.ratio_max - cfg.ratio_min) * float(torch.rand((), generator=generator))
+    M = min(N - 1, max(1, round(ratio * N)))
+    K = N - M
+    valid = ~padding
+    n_valid = valid.sum(1)  # [B]
+    # masked real tokens per example: as close to ratio * n_valid as the slots allow, with at
+    # least one real token left visible; lo <= hi always holds because K >= 1 and n_valid <= N
+    lo = (n_valid - K).clamp(min=0)
+    hi = torch.minimum(torch.full_like(n_valid, M), (n_valid - 1).clamp(min=0))
+    m = torch.round(ratio * n_valid.double()).long().clamp(min=0)
+    m = torch.maximum(torch.minimum(m, hi), lo)  # [B]
+
+    # random order of tokens: real tokens first (shuffled), padding after
+    scores = torch.rand(B, N, generator=generator) + padding.double()  # padding sorts last
+    order = scores.argsort(dim=1)  # [B, N] token ids, rank-ordered
+    rank = torch.arange(N)[None].expand(B, N)  # rank of each entry of `order`
+    is_real = rank < n_valid[:, None]
+    to_mask_real = rank < m[:, None]
+    pad_rank = rank - n_valid[:, None]  # rank among padding tokens
+    n_pad_in_mask = M - m  # padding slots in the masked set
+    to_mask = to_mask_real | (~is_real & (pad_rank < n_pad_in_mask[:, None]))
+    # slot index inside the masked set / the visible set
+    slot_mask = torch.where(is_real, rank, m[:, None] + pad_rank)
+    slot_keep = torch.where(is_real, rank - m[:, None], (n_valid - m)[:, None] + pad_rank - n_pad_in_mask[:, None])
+
+    ids_mask = torch.empty(B, M, dtype=torch.long)
+    ids_keep = torch.empty(B, K, dtype=torch.long)
+    bm, bk = to_mask.nonzero(as_tuple=True), (~to_mask).nonzero(as_tuple=True)
+    ids_mask[bm[0], slot_mask[bm]] = order[bm]
+    ids_keep[bk[0], slot_keep[bk]] = order[bk]
+    mask_pad = torch.gather(padding, 1, ids_mask)
+    keep_pad = torch.gather(padding, 1, ids_keep)
+    return Masks(ids_keep, keep_pad, ids_mask, mask_pad, ratio)

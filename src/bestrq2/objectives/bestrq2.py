@@ -1,0 +1,70 @@
+"""BEST-RQ-2: contextualize (encoder on visible patches) then predict (predictor at masked ones).
+
+forward: waveform -> frontend -> quantizer codes of the masked raw patches (targets)
+         encoder(visible patches) -> predictor(+ mask tokens) -> one linear head per codebook
+         -> cross-entropy on real (non-padding) masked patches only.
+The frontend, encoder, predictor and quantizer are built outside and passed in.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bestrq2.encoder import ViTEncoder
+from bestrq2.frontend import Frontend
+from bestrq2.masking import Masks
+from bestrq2.predictor import Predictor
+from bestrq2.quantizer import RandomProjectionQuantizer
+
+
+def gather_rows(x: Tensor, ids: Tensor) -> Tensor:
+    """x [B, N, P], ids [B, M] -> [B, M, P]."""
+    return torch.gather(x, 1, ids[..., None].expand(-1, -1, x.shape[-1]))
+
+
+class CodeHeads(nn.Module):
+    """One Linear(width -> codebook_size) per codebook: [..., width] -> [..., C, V]."""
+
+    def __init__(self, width: int, num_codebooks: int, codebook_size: int):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(width, codebook_size) for _ in range(num_codebooks))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.stack([head(h) for head in self.heads], dim=-2)
+
+
+def code_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """logits [n, C, V], targets [n, C] -> mean cross-entropy over codebooks, accuracy."""
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+    acc = (logits.argmax(-1) == targets).float().mean()
+    return loss, acc.detach()
+
+
+class BestRQ2(nn.Module):
+    def __init__(
+        self,
+        frontend: Frontend,
+        encoder: ViTEncoder,
+        predictor: Predictor,
+        quantizer: RandomProjectionQuantizer,
+        heads: CodeHeads,
+    ):
+        super().__init__()
+        self.frontend = frontend
+        self.encoder = encoder
+        self.predictor = predictor
+        self.quantizer = quantizer
+        self.heads = heads
+
+    def forward(self, wav: Tensor, lengths: Tensor, masks: Masks) -> dict[str, Tensor]:
+        feats = self.frontend(wav, lengths)
+        grid = feats["grid"]
+        real = ~masks.mask_pad  # [B, M] masked slots holding real audio
+        targets = self.quantizer(gather_rows(feats["raw"], masks.ids_mask)[real])  # [n, C]
+        context = self.encoder(feats["patches"], grid, ids=masks.ids_keep, padding=masks.keep_pad)  # [B, K, D]
+        hidden = self.predictor(context, masks, grid)  # [B, M, W]
+        logits = self.heads(hidden[real])  # [n, C, V]
+        loss, acc = code_loss(logits, targets)
+        return {"loss": loss, "acc": acc, "targets": targets.detach()}

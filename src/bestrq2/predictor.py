@@ -1,0 +1,51 @@
+"""Lightweight predictor: fills mask tokens in beside the encoder's visible tokens.
+
+Encoder outputs are projected to the predictor width and keep their positions; every masked
+position gets the learned mask token plus its own position. The sequence is simply
+[visible; masked] (order is irrelevant to attention; positions say where each token is),
+and the predictor returns its hidden states at the masked slots. The predictor is
+dropped after pretraining.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bestrq2.config import PositionKind, PredictorConfig
+from bestrq2.layers import Block, drop_path_rates, init_weights, run_blocks
+from bestrq2.masking import Masks
+from bestrq2.positions import gather_tokens, rope_2d, sincos_2d
+
+
+class Predictor(nn.Module):
+    def __init__(self, cfg: PredictorConfig, input_dim: int, positions: PositionKind = "sincos"):
+        super().__init__()
+        self.cfg = cfg
+        self.positions = positions
+        self.input_proj = nn.Linear(input_dim, cfg.width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
+        self.blocks = nn.ModuleList(
+            Block(cfg.width, cfg.heads, cfg.mlp_ratio, True, dp) for dp in drop_path_rates(cfg.drop_path, cfg.depth)
+        )
+        self.norm = nn.LayerNorm(cfg.width)
+        init_weights(self)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def forward(self, context: Tensor, masks: Masks, grid: tuple[int, int]) -> Tensor:
+        """context [B, K, D_enc] -> hidden states at the masked slots [B, M, width]."""
+        B, K, _ = context.shape
+        M = masks.ids_mask.shape[1]
+        visible = self.input_proj(context)  # [B, K, W]
+        queries = self.mask_token.expand(B, M, -1).to(visible.dtype)  # [B, M, W]
+        ids = torch.cat([masks.ids_keep, masks.ids_mask], dim=1)  # [B, K + M]
+        x = torch.cat([visible, queries], dim=1)  # [B, K + M, W]
+        rope = None
+        if self.positions == "sincos":
+            x = x + gather_tokens(sincos_2d(grid, self.cfg.width, x.device), ids, B).to(x.dtype)
+        else:
+            cos, sin = rope_2d(grid, self.cfg.width // self.cfg.heads, x.device)
+            rope = (gather_tokens(cos, ids, B), gather_tokens(sin, ids, B))
+        padding = torch.cat([masks.keep_pad, masks.mask_pad], dim=1)  # [B, K + M]
+        x, _ = run_blocks(self.blocks, x, padding, rope)
+        return self.norm(x[:, K:])  # [B, M, W]

@@ -1,0 +1,280 @@
+"""The explicit pretraining loop (plain PyTorch; one process, or many under torchrun).
+
+    step:  for each accumulation micro-batch: frontend + masks -> objective -> loss.backward()
+           all-reduced loss check (non-finite: skip the update) -> clip -> AdamW -> schedule
+           every ckpt_every steps and at the end: atomic checkpoint (model, optimiser, step,
+           RNG states of every rank, data position, config)
+
+Parallelism is applied from outside the model (DDP here when world > 1). Everything random is
+seeded: model init by ``train.seed``; masks by (seed, rank, micro-step); data crops by
+(seed, epoch, index); drop-path by per-rank torch RNG states saved in the checkpoint. So
+``--resume`` continues exactly where an interrupted run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from bestrq2.checkpoint import atomic_save, checkpoint_path, load_checkpoint, rng_state, set_rng_state
+from bestrq2.config import Config, ConfigError
+from bestrq2.data import build_loader, list_audio
+from bestrq2.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    init_distributed,
+)
+from bestrq2.frontend import token_padding
+from bestrq2.layers import num_params
+from bestrq2.logs import RunLogger
+from bestrq2.masking import mask_generator, sample_masks
+from bestrq2.objectives import build_objective
+from bestrq2.optim import build_optimizer, lr_at
+from bestrq2.quantizer import code_usage
+
+
+@dataclass
+class TrainResult:
+    step: int
+    run_dir: Path
+    last_loss: float
+
+
+class _StopFlag:
+    """Set by SIGTERM / SIGINT (e.g. a cluster's pre-emption notice): save and exit cleanly."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handler(self, signum, frame) -> None:  # noqa: ANN001
+        self.set = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DDP) else model
+
+
+def pretrain(
+    cfg: Config,
+    data: str | Path,
+    run_dir: str | Path,
+    resume: bool = False,
+    stop_after: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    tensorboard: bool = True,
+) -> TrainResult:
+    """Pretrain ``cfg.method`` on the audio in ``data``; write checkpoints and logs to ``run_dir``."""
+    info = init_distributed(device)
+    try:
+        return _pretrain(cfg, Path(data), Path(run_dir), resume, stop_after, info, progress, tensorboard)
+    finally:
+        cleanup(info)
+
+
+def _pretrain(
+    cfg: Config,
+    data: Path,
+    run_dir: Path,
+    resume: bool,
+    stop_after: int | None,
+    info: DistInfo,
+    progress: bool,
+    tensorboard: bool,
+) -> TrainResult:
+    ckpt = None
+    ckpt_file = checkpoint_path(run_dir)
+    if ckpt_file.exists():
+        if not resume:
+            raise FileExistsError(f"{run_dir} already holds a checkpoint: pass --resume to continue it, or another --out")
+        ckpt = load_checkpoint(ckpt_file)
+        cfg = Config.from_dict(ckpt["config"])  # a resumed run keeps its own config
+    cfg.validate()
+    tc = cfg.train
+    per_rank = tc.batch_size // info.world
+    if tc.batch_size % (info.world * tc.accum_steps):
+        raise ConfigError(
+            f"train.batch_size {tc.batch_size} must divide by world size {info.world} x accum_steps {tc.accum_steps}"
+        )
+    micro = per_rank // tc.accum_steps
+    files = list_audio(data, cfg.data.extensions)
+
+    torch.manual_seed(tc.seed)  # identical initial weights on every rank
+    model = build_objective(cfg).to(info.device)
+    optimizer = build_optimizer(model, cfg.optim, info.device)
+    step, position = 0, (0, 0)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step, position = int(ckpt["step"]), tuple(ckpt["data_position"])
+        rngs = ckpt["rng"]
+        if len(rngs) == info.world:
+            set_rng_state(rngs[info.rank])
+        if ckpt.get("world_size", info.world) != info.world and info.is_main:
+            print(f"warning: resuming a run made with {ckpt['world_size']} ranks on {info.world}: data order differs")
+    else:
+        torch.manual_seed(tc.seed * 1000 + info.rank + 1)  # per-rank stream for drop-path
+    core = model
+    if info.enabled:
+        model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None, broadcast_buffers=False)
+
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(cfg.to_json())
+        print(
+            f"bestrq2: {cfg.method} preset={cfg.preset} encoder={num_params(core.encoder) / 1e6:.2f}M "
+            f"total={num_params(core) / 1e6:.2f}M params | {len(files)} files | world={info.world} "
+            f"batch={tc.batch_size} (micro {micro} x accum {tc.accum_steps}) | device={info.device} | step {step}/{tc.max_steps}"
+        )
+    logger = RunLogger(run_dir, step, tensorboard) if info.is_main else None
+
+    def save(at_step: int, pos: tuple[int, int]) -> None:
+        rngs = all_gather_objects(rng_state(), info)
+        if info.is_main:
+            atomic_save(
+                {
+                    "config": cfg.to_dict(),
+                    "model": core.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": at_step,
+                    "data_position": list(pos),
+                    "rng": rngs,
+                    "world_size": info.world,
+                },
+                ckpt_file,
+            )
+        barrier(info)
+
+    end = tc.max_steps if stop_after is None else min(tc.max_steps, stop_after)
+    if step >= end:
+        if ckpt is None:  # --max-steps 0: a random-init checkpoint (a baseline)
+            save(0, position)
+        if logger:
+            logger.close()
+        return TrainResult(step, run_dir, float("nan"))
+
+    loader = build_loader(
+        files, cfg.data, cfg.frontend.sample_rate, micro, info.rank, info.world, tc.seed, position,
+        pin_memory=info.device.type == "cuda",
+    )
+    batches = iter(loader)
+    use_bf16 = tc.bf16 and info.device.type == "cuda"
+    skipped: Counter[str] = Counter()
+    bad_files: set[str] = set()
+    window: dict[str, float] = Counter()
+    bad_steps, last_loss = 0, float("nan")
+    t0 = t_log = time.time()
+    bar = tqdm(total=end, initial=step, disable=not (progress and info.is_main), dynamic_ncols=True, desc="pretrain")
+    with _StopFlag() as stop:
+        while step < end:
+            model.train()
+            lr = lr_at(step, tc.max_steps, cfg.optim)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            stats = torch.zeros(3, device=info.device)  # loss, acc, stop flag
+            for k in range(tc.accum_steps):
+                batch = next(batches)
+                for path, reason in batch["skipped"]:
+                    if path not in bad_files:
+                        bad_files.add(path)
+                        skipped[reason] += 1
+                lengths = batch["lengths"]
+                padding = token_padding(cfg.frontend, lengths, batch["wav"].shape[1])
+                masks = sample_masks(padding, cfg.mask, mask_generator(tc.seed, info.rank, step * tc.accum_steps + k))
+                wav = batch["wav"].to(info.device, non_blocking=True)
+                sync = contextlib.nullcontext() if (k == tc.accum_steps - 1 or not info.enabled) else model.no_sync()
+                with sync, torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    out = model(wav, lengths.to(info.device), masks.to(info.device))
+                    (out["loss"] / tc.accum_steps).backward()
+                stats[0] += out["loss"].detach() / tc.accum_steps
+                stats[1] += out["acc"] / tc.accum_steps
+            stats[2] = float(stop.set)
+            stats = all_reduce_mean(stats, info)
+            loss, acc = float(stats[0]), float(stats[1])
+            position = (batch["position"][0], batch["position"][1] + 1)  # next micro-batch to read
+            clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(core.parameters(), clip)
+            if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):
+                optimizer.zero_grad(set_to_none=True)
+                bad_steps += 1
+                if info.is_main:
+                    tqdm.write(f"step {step}: non-finite loss or gradient, update skipped ({bad_steps} in a row)")
+                if bad_steps >= tc.max_bad_steps:
+                    raise FloatingPointError(f"{bad_steps} consecutive non-finite steps; stopping (last checkpoint kept)")
+                continue
+            bad_steps = 0
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            last_loss = loss
+            window["loss"] += loss
+            window["acc"] += acc
+            window["n"] += 1
+            if info.is_main:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+            if step % tc.log_every == 0 or step == end:
+                now = time.time()
+                clips = window["n"] * tc.batch_size
+                usage = code_usage(out["targets"], cfg.quantizer.codebook_size)
+                row = {
+                    "step": step,
+                    "loss": window["loss"] / window["n"],
+                    "acc": window["acc"] / window["n"],
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    "clips_per_s": clips / max(now - t_log, 1e-9),
+                    "mask_ratio": masks.ratio,
+                    "codes_used": usage["codes_used"],
+                    "perplexity": usage["perplexity"],
+                    "skipped_files": len(bad_files),
+                    "bad_steps": bad_steps,
+                    "elapsed_s": now - t0,
+                }
+                if logger:
+                    logger.log(row)
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
+                window, t_log = Counter(), now
+            if step % tc.ckpt_every == 0 or step == end or stats[2] > 0:
+                save(step, position)
+            if stats[2] > 0:
+                if info.is_main:
+                    tqdm.write(f"stop requested: checkpoint saved at step {step}; continue with --resume")
+                break
+    bar.close()
+    bad_files = set().union(*all_gather_objects(bad_files, info))
+    if info.is_main:
+        if bad_files:
+            (run_dir / "skipped_files.txt").write_text("\n".join(sorted(bad_files)) + "\n")
+            print(f"skipped {len(bad_files)} unusable files ({dict(skipped)}); list in {run_dir / 'skipped_files.txt'}")
+        summary = {"step": step, "last_loss": last_loss, "elapsed_s": time.time() - t0, "skipped_files": len(bad_files)}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if logger:
+        logger.close()
+    return TrainResult(step, run_dir, last_loss)
