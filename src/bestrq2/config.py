@@ -48,6 +48,10 @@ class FrontendConfig:
     """Patch height in mel bands."""
     patch_time: int = 16
     """Patch width in frames."""
+    pad_mode: Literal["constant", "reflect"] = "constant"
+    """Padding of the centred STFT at the clip edges. 'constant' (zeros) makes a clip's features
+    identical whether it stands alone or is zero-padded in a batch (X-ARES pads batches);
+    'reflect' is the reference code's (torchaudio's default), for converted checkpoints."""
     db_floor: float = -100.0
     """Power is clamped to 10**(db_floor/10) before 10*log10."""
     norm_mean: float = -30.0

@@ -191,4 +191,5 @@ def build_loader(
         pin_memory=pin_memory,
         persistent_workers=cfg.num_workers > 0,
         prefetch_factor=4 if cfg.num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),  # keeps the global RNG (drop-path) untouched
     )

@@ -1,7 +1,7 @@
 """Waveform -> log-mel (dB) -> 16x16 patches, in plain torch, batched, on any device.
 
 The reference frontend is a power mel spectrogram (n_fft 2048, hop 625, 128 HTK mels,
-0-8 kHz, centred reflect-padded frames, no filter normalisation) followed by 10*log10.
+0-8 kHz, centred frames, no filter normalisation) followed by 10*log10.
 Patches are numbered row-major over (mel block, time block), as ``F.unfold`` numbers them,
 and each patch vector is flattened (mel, time) like a Conv2d(1, D, 16, stride=16) kernel.
 """
@@ -59,7 +59,7 @@ class LogMel(nn.Module):
                 win_length=cfg.n_fft,
                 window=self.window,
                 center=True,
-                pad_mode="reflect",
+                pad_mode=cfg.pad_mode,
                 return_complex=True,
             )  # [B, n_freqs, frames]
             power = spec.real.square() + spec.imag.square()

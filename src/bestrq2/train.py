@@ -156,6 +156,10 @@ def _pretrain(
 
     def save(at_step: int, pos: tuple[int, int]) -> None:
         rngs = all_gather_objects(rng_state(), info)
+        if info.enabled:  # every rank must hold the same weights; a silent divergence is a bug
+            sums = all_gather_objects(sum(float(p.detach().double().sum()) for p in core.parameters()), info)
+            if max(sums) - min(sums) > 1e-6 * (1 + abs(sums[0])):
+                raise RuntimeError(f"ranks disagree on the weights at step {at_step}: checksums {sums}")
         if info.is_main:
             atomic_save(
                 {

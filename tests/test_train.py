@@ -1,0 +1,129 @@
+"""Pretraining on real audio: learning, frozen targets, exact resume, bad files, random init."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from bestrq2.checkpoint import load_checkpoint
+from bestrq2.cli import main as cli_main
+from bestrq2.config import Config
+from bestrq2.data import list_audio
+from bestrq2.logs import read_log
+from bestrq2.quantizer import RandomProjectionQuantizer
+from bestrq2.train import pretrain
+from tests.conftest import micro_config
+
+pytestmark = pytest.mark.integration
+
+
+def test_pretraining_on_real_audio_learns(real_corpus, tmp_path):
+    cfg = micro_config(train__max_steps=60, train__batch_size=8, optim__lr=2e-3, optim__warmup_fraction=0.05)
+    run = tmp_path / "run"
+    result = pretrain(cfg, real_corpus, run, progress=False, tensorboard=False)
+    assert result.step == 60
+    log = read_log(run)
+    assert len(log) == 60 and all(np.isfinite(r["loss"]) for r in log)
+    first = np.mean([r["loss"] for r in log[:5]])
+    last = np.mean([r["loss"] for r in log[-5:]])
+    acc = np.mean([r["acc"] for r in log[-5:]])
+    assert last < first - 0.5, f"loss did not fall: {first:.3f} -> {last:.3f}"
+    chance = 1.0 / cfg.quantizer.codebook_size
+    assert acc > 5 * chance, f"code accuracy {acc:.4f} is not above chance {chance:.4f}"
+    assert log[-1]["codes_used"] > 10
+
+    # the quantizer is frozen: bit-identical to one rebuilt from its seed
+    ckpt = load_checkpoint(run)
+    fresh = RandomProjectionQuantizer(cfg.quantizer, cfg.frontend.patch_dim, cfg.frontend)
+    assert torch.equal(ckpt["model"]["quantizer.projection"], fresh.projection)
+    assert torch.equal(ckpt["model"]["quantizer.codebook"], fresh.codebook)
+    saved = Config.from_dict(ckpt["config"])
+    assert saved == cfg and (run / "config.json").is_file() and (run / "tensorboard").exists() is False
+
+
+def test_resume_gives_the_same_losses(real_corpus, tmp_path):
+    cfg = micro_config(train__max_steps=6, train__ckpt_every=100, encoder__drop_path=0.2)
+    pretrain(cfg, real_corpus, tmp_path / "straight", progress=False, tensorboard=False)
+    pretrain(cfg, real_corpus, tmp_path / "split", stop_after=3, progress=False, tensorboard=False)
+    assert load_checkpoint(tmp_path / "split")["step"] == 3
+    with pytest.raises(FileExistsError):
+        pretrain(cfg, real_corpus, tmp_path / "split", progress=False, tensorboard=False)
+    cfg.data.num_workers = 2  # the data do not depend on the number of workers
+    pretrain(cfg, real_corpus, tmp_path / "split", resume=True, progress=False, tensorboard=False)
+    a = [r["loss"] for r in read_log(tmp_path / "straight")]
+    b = [r["loss"] for r in read_log(tmp_path / "split")]
+    assert len(a) == len(b) == 6
+    np.testing.assert_allclose(b, a, rtol=1e-5)
+    wa = load_checkpoint(tmp_path / "straight")["model"]
+    wb = load_checkpoint(tmp_path / "split")["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-6)
+
+
+def _bad_folder(real_corpus: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "mixed"
+    (folder / "sub").mkdir(parents=True)
+    good = list_audio(real_corpus)[:4]
+    for i, f in enumerate(good):
+        shutil.copy(f, folder / ("sub" if i % 2 else "") / f"good{i}{f.suffix}")
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage" + bytes(range(256)) * 4)
+    (folder / "not_audio.mp3").write_text("this is not an mp3 file\n" * 50)
+    sf.write(folder / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    sf.write(folder / "silent.flac", np.zeros(16000 * 3, dtype=np.float32), 16000)
+    nan = np.random.default_rng(0).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    nan[1000:2000] = np.nan
+    sf.write(folder / "nan.wav", nan, 16000, subtype="FLOAT")
+    return folder
+
+
+def test_bad_files_are_skipped_and_counted(real_corpus, tmp_path):
+    folder = _bad_folder(real_corpus, tmp_path)
+    cfg = micro_config(train__max_steps=6, data__crop_seconds=2.5)
+    result = pretrain(cfg, folder, tmp_path / "run", progress=False, tensorboard=False)
+    assert result.step == 6 and np.isfinite(result.last_loss)
+    assert all(np.isfinite(r["loss"]) for r in read_log(tmp_path / "run"))
+    skipped = (tmp_path / "run" / "skipped_files.txt").read_text().split()
+    names = sorted(Path(s).name for s in skipped)
+    assert names == ["corrupt.wav", "empty.wav", "nan.wav", "not_audio.mp3", "silent.flac"]
+
+
+def test_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
+    assert cli_main(["pretrain", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r1")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no audio here")
+    assert cli_main(["pretrain", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r2")]) == 2
+    assert "no audio files" in capsys.readouterr().err
+
+
+def test_max_steps_zero_writes_a_random_init_checkpoint(real_corpus, tmp_path):
+    rc = cli_main(
+        ["pretrain", "--data", str(real_corpus), "--out", str(tmp_path / "rand"), "--max-steps", "0", "--no-progress"]
+    )
+    assert rc == 0
+    ckpt = load_checkpoint(tmp_path / "rand")
+    assert ckpt["step"] == 0 and "encoder.patch_embed.weight" in ckpt["model"]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run(real_corpus, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "bestrq2.cli", "pretrain", "--data", str(real_corpus), "--out", str(run), "--max-steps", "4",
+        "--batch-size", "4", "--no-progress", "--set", "data.num_workers=0", "--set", "data.crop_seconds=2.5",
+        "--set", "encoder.depth=2", "--set", "train.ckpt_every=2", "--set", "train.log_every=1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "world=2" in proc.stdout
+    ckpt = load_checkpoint(run)
+    assert ckpt["step"] == 4 and ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    assert len(read_log(run)) == 4
