@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(fn=cmd_benchmark)
 
+    try:  # evaluation commands (evaluate, compare), registered by their own module
+        from bestrq2.evaluation.cli import add_commands as add_eval_commands
+    except ImportError:
+        add_eval_commands = None
+    if add_eval_commands is not None:
+        add_eval_commands(sub)
+
     sub.add_parser("data", help="build the demo corpus and downstream suite (see `bestrq2 data --help`)", add_help=False)
     return parser
 
