@@ -33,7 +33,9 @@ def find_setup_script() -> Path | None:
     return None
 
 
-def ensure_tools(tools: list[str], small: bool = False, python_modules: tuple[str, ...] = ("tinysoundfont",)) -> None:
+def ensure_tools(
+    tools: list[str], small: bool = False, python_modules: tuple[str, ...] = ("tinysoundfont",)
+) -> None:
     """Make sure `tools` (executables) and `python_modules` exist, running setup_system.sh if not."""
 
     def missing() -> list[str]:
@@ -53,7 +55,9 @@ def ensure_tools(tools: list[str], small: bool = False, python_modules: tuple[st
         raise MissingToolError(
             f"missing {', '.join(missing())}; run `bash {SETUP_SCRIPT}` (as root) from a bestrq2 checkout first"
         )
-    print(f"[bestrq2 data] missing {', '.join(missing())}: running {SETUP_SCRIPT}", file=sys.stderr, flush=True)
+    print(
+        f"[bestrq2 data] missing {', '.join(missing())}: running {SETUP_SCRIPT}", file=sys.stderr, flush=True
+    )
     cmd = ["bash", str(script)] + (["--small"] if small else [])
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHON": sys.executable})
     if missing():

@@ -49,7 +49,9 @@ def main(argv: list[str]) -> int:
             _summary("suite", build_suite(suite_dir, args.small, args.cache, args.workers), time.time() - t)
         if args.what in ("corpus", "all"):
             t = time.time()
-            _summary("corpus", build_corpus(corpus_dir, args.small, args.cache, args.workers), time.time() - t)
+            _summary(
+                "corpus", build_corpus(corpus_dir, args.small, args.cache, args.workers), time.time() - t
+            )
     except MissingToolError as e:
         print(f"bestrq2 data: {e}", file=sys.stderr)
         return 1

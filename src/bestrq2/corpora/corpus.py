@@ -48,7 +48,9 @@ def plan(roots: dict[str, Path], small: bool, exclude: set[str]) -> list[CorpusI
     size = SMALL if small else FULL
     items = speech.real_speech_items(roots, chunk_s=25.0, max_files=size.files_per_speaker)
     items += speech.tts_items(exclude, size.tts_clips, small)
-    items += music.hedgewars_music_items(roots["hedgewars-data"], piece_s=45.0, max_files=size.hedgewars_songs)
+    items += music.hedgewars_music_items(
+        roots["hedgewars-data"], piece_s=45.0, max_files=size.hedgewars_songs
+    )
     items += music.mma_corpus_items(roots["mma"], exclude, size.mma_songs, small)
     items += music.sample_pack_items(roots, chunk_s=15.0)
     items += environment.corpus_items(roots, exclude, chunk_s=20.0, n_scenes=size.scenes)
@@ -58,7 +60,9 @@ def plan(roots: dict[str, Path], small: bool, exclude: set[str]) -> list[CorpusI
     return items
 
 
-def build_corpus(out: str | Path, small: bool = False, cache: str | Path | None = None, workers: int = 2) -> Path:
+def build_corpus(
+    out: str | Path, small: bool = False, cache: str | Path | None = None, workers: int = 2
+) -> Path:
     """Build (or finish, or reuse) the pretraining corpus in `out`; returns the manifest path."""
     from bestrq2.corpora import default_cache_dir
 
@@ -78,8 +82,14 @@ def build_corpus(out: str | Path, small: bool = False, cache: str | Path | None 
     items = plan(roots, small, exclude)
     durations = render.run_jobs({it.out: it.job for it in items}, out, roots, workers, desc="corpus")
     rows = [
-        {"path": it.out, "duration": round(durations[it.out], 4), "source": it.source, "domain": it.domain,
-         "groups": it.groups, "origins": it.origins}  # fmt: skip
+        {
+            "path": it.out,
+            "duration": round(durations[it.out], 4),
+            "source": it.source,
+            "domain": it.domain,
+            "groups": it.groups,
+            "origins": it.origins,
+        }
         for it in items
         if it.out in durations
     ]
@@ -88,7 +98,9 @@ def build_corpus(out: str | Path, small: bool = False, cache: str | Path | None 
     (out / "SOURCES.md").write_text(provenance_markdown("bestrq2 pretraining corpus", used))
     (out / "README.md").write_text(describe(rows, small))
     write_manifest(manifest, rows)
-    stamp.write_text(json.dumps({"small": small, "clips": len(rows), "seconds": round(time.time() - t0, 1)}) + "\n")
+    stamp.write_text(
+        json.dumps({"small": small, "clips": len(rows), "seconds": round(time.time() - t0, 1)}) + "\n"
+    )
     return manifest
 
 

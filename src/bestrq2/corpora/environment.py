@@ -26,7 +26,12 @@ TUXPAINT_STAMPS = "usr/share/tuxpaint/stamps"
 CROP_S = 5.0
 MAX_CROPS = 3
 
-SCRATCH_FOLDERS = {"Animal": "animal", "Human": "human", "Instruments": "instrument", "Percussion": "instrument"}
+SCRATCH_FOLDERS = {
+    "Animal": "animal",
+    "Human": "human",
+    "Instruments": "instrument",
+    "Percussion": "instrument",
+}
 SCRATCH_EFFECTS = {"CarPassing": "machine", "MotorcyclePassing": "machine", "SewingMachine": "machine",
                    "Typing": "machine", "BellToll": "instrument"}  # fmt: skip
 """Scratch 'Effects' not listed here are household sounds (doors, water, pops)."""
@@ -79,7 +84,11 @@ def labelled_files(roots: dict[str, Path]) -> list[tuple[str, str | None]]:
         base = root / TUXPAINT_STAMPS
         for f in sorted(base.rglob("*.ogg")):
             rel = f.relative_to(base).as_posix()
-            if "_desc" in f.stem or _LANG_SUFFIX.search(f.stem) or rel.startswith(("symbols/alphabets", "symbols/math")):
+            if (
+                "_desc" in f.stem
+                or _LANG_SUFFIX.search(f.stem)
+                or rel.startswith(("symbols/alphabets", "symbols/math"))
+            ):
                 continue  # spoken words, not effects
             label = next((lab for pat, lab in TUXPAINT_RULES if re.search(pat, rel)), None)
             out.append((file_id(root, f, "tuxpaint-stamps-default"), label))
@@ -141,7 +150,12 @@ def corpus_items(
         part = srng.sample(files, min(len(files), srng.randint(4, 9)))
         items.append(
             CorpusItem(
-                job={"kind": "scene", "srcs": part, "length_s": srng.uniform(20, 40), "seed": srng.randrange(2**31)},
+                job={
+                    "kind": "scene",
+                    "srcs": part,
+                    "length_s": srng.uniform(20, 40),
+                    "seed": srng.randrange(2**31),
+                },
                 out=f"audio/environment/scenes/{i:04d}.flac",
                 domain="environment",
                 source="+".join(sorted({p.split(":", 1)[0] for p in part})),

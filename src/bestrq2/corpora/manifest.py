@@ -59,7 +59,9 @@ def validate_rows(rows: list[dict[str, Any]], fields: dict[str, type | tuple[typ
             if name not in row:
                 raise ValueError(f"row {i} ({row.get('path')}): missing field {name!r}")
             if not isinstance(row[name], kind) or isinstance(row[name], bool):
-                raise ValueError(f"row {i} ({row.get('path')}): field {name!r} has type {type(row[name]).__name__}")
+                raise ValueError(
+                    f"row {i} ({row.get('path')}): field {name!r} has type {type(row[name]).__name__}"
+                )
         if "split" in fields and row["split"] not in SPLITS:
             raise ValueError(f"row {i}: split {row['split']!r} not in {SPLITS}")
         if Path(row["path"]).is_absolute() or ".." in Path(row["path"]).parts:

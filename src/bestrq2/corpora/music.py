@@ -91,7 +91,9 @@ def note_items(small: bool) -> list[SuiteItem]:
                     common = dict(job=job, out=out, group=f"sf:{sfont.name}", source=sfont.package)
                     origin = f"note:{sfont.name}:{program}:{pitch}"
                     items.append(SuiteItem(task="instrument_family", label=family, origin=origin, **common))
-                    items.append(SuiteItem(task="pitch_class", label=PITCH_NAMES[pitch % 12], origin=origin, **common))
+                    items.append(
+                        SuiteItem(task="pitch_class", label=PITCH_NAMES[pitch % 12], origin=origin, **common)
+                    )
     return items
 
 
@@ -170,11 +172,22 @@ def mma_corpus_items(mma_root: Path, exclude: set[str], n_songs: int, small: boo
             continue
         groove = grooves[rng.randrange(len(grooves))]
         sfont = fonts[i % len(fonts)]
-        chords = [c for _ in range(rng.randint(4, 6)) for c in synth.PROGRESSIONS[rng.randrange(len(synth.PROGRESSIONS))]]
+        chords = [
+            c
+            for _ in range(rng.randint(4, 6))
+            for c in synth.PROGRESSIONS[rng.randrange(len(synth.PROGRESSIONS))]
+        ]
         items.append(
             CorpusItem(
-                job={"kind": "mma", "soundfont": sfont.name, "style": style, "groove": groove,
-                     "chords": chords, "tempo": rng.randint(70, 160), "max_s": 60.0},  # fmt: skip
+                job={
+                    "kind": "mma",
+                    "soundfont": sfont.name,
+                    "style": style,
+                    "groove": groove,
+                    "chords": chords,
+                    "tempo": rng.randint(70, 160),
+                    "max_s": 60.0,
+                },  # fmt: skip
                 out=f"audio/music/mma/{i:04d}_{groove}.flac",
                 domain="music",
                 source=f"mma+{sfont.package}",

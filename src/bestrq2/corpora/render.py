@@ -44,6 +44,14 @@ def _read(ref: str, offset_s: float = 0.0, max_s: float | None = None) -> np.nda
     return audio.to_mono_16k(x, sr)
 
 
+def _read_or_none(ref: str, max_s: float | None) -> np.ndarray | None:
+    """A file of a multi-file clip that libsndfile cannot decode (a few are malformed) is skipped."""
+    try:
+        return _read(ref, 0.0, max_s)
+    except (sf.LibsndfileError, RuntimeError):
+        return None
+
+
 def _pad(x: np.ndarray, length_s: float, noise_db: float, seed: int) -> np.ndarray:
     """Place x at a random offset in a window of at least length_s, over faint white noise."""
     rng = np.random.default_rng(seed)
@@ -76,7 +84,9 @@ def _scene(srcs: list[str], length_s: float, seed: int) -> np.ndarray:
 def make_audio(job: dict[str, Any]) -> np.ndarray:
     kind = job["kind"]
     if kind == "tts":
-        x = tts.speak(tts.voice_by_name(job["voice"]), job["text"], job["speed"], job["pitch"], job["stretch"])
+        x = tts.speak(
+            tts.voice_by_name(job["voice"]), job["text"], job["speed"], job["pitch"], job["stretch"]
+        )
         return _pad(x, job["pad_to"], job["noise_db"], job["seed"])
     if kind == "tts_concat":
         v = tts.voice_by_name(job["voice"])
@@ -84,7 +94,12 @@ def make_audio(job: dict[str, Any]) -> np.ndarray:
         return audio.normalize(audio.concat(parts, gap_s=0.45))
     if kind == "note":
         x = synth.render_note(
-            _soundfont(job["soundfont"]), job["program"], job["pitch"], job["velocity"], job["hold_s"], job["tail_s"]
+            _soundfont(job["soundfont"]),
+            job["program"],
+            job["pitch"],
+            job["velocity"],
+            job["hold_s"],
+            job["tail_s"],
         )
         return audio.normalize(x)
     if kind == "mma":
@@ -94,7 +109,11 @@ def make_audio(job: dict[str, Any]) -> np.ndarray:
         x = _read(job["src"], job.get("offset_s", 0.0), job.get("max_s"))
         return audio.normalize(audio.trim(x) if job.get("trim", True) else x)
     if kind == "concat":
-        parts = [audio.trim(_read(s, 0.0, job.get("max_each_s"))) for s in job["srcs"]]
+        parts = [
+            audio.trim(x)
+            for x in (_read_or_none(s, job.get("max_each_s")) for s in job["srcs"])
+            if x is not None
+        ]
         parts = [audio.normalize(p) for p in parts if audio.is_usable(p, 0.1)]
         return audio.concat(parts, gap_s=job["gap_s"])
     if kind == "scene":
@@ -144,5 +163,8 @@ def run_jobs(
             pool.close()
             pool.join()
     if errors:
-        print(f"[bestrq2 data] {desc}: dropped {len(errors)} of {len(args)} clips, e.g. {errors[0]}", file=sys.stderr)
+        print(
+            f"[bestrq2 data] {desc}: dropped {len(errors)} of {len(args)} clips, e.g. {errors[0]}",
+            file=sys.stderr,
+        )
     return done

@@ -34,7 +34,14 @@ SOURCES = (
     Source("tinysoundfont (PyPI)", "MIT", "in-process SoundFont renderer"),
 )  # fmt: skip
 
-RESERVED = ("gcin-voice", "asterisk-core-sounds-*", "hydrogen-drumkits", "minetest-data", "megaglest-data", "wesnoth-*")
+RESERVED = (
+    "gcin-voice",
+    "asterisk-core-sounds-*",
+    "hydrogen-drumkits",
+    "minetest-data",
+    "megaglest-data",
+    "wesnoth-*",
+)
 """Kept for a held-out evaluation: never used by any builder."""
 
 

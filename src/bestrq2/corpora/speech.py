@@ -29,7 +29,18 @@ KEYWORDS = (
 HEDGEWARS = "hedgewars-data"
 HEDGEWARS_VOICES = "usr/share/games/hedgewars/Data/Sounds/voices"
 HEDGEWARS_MUSIC = "usr/share/games/hedgewars/Data/Music"
-ENGLISH_PACKS = ("British", "Classic", "Default", "HillBilly", "Mobster", "Pirate", "Robot", "Russian", "Singer", "Surfer")
+ENGLISH_PACKS = (
+    "British",
+    "Classic",
+    "Default",
+    "HillBilly",
+    "Mobster",
+    "Pirate",
+    "Robot",
+    "Russian",
+    "Singer",
+    "Surfer",
+)
 MIN_PACKS_PER_PHRASE = 7
 
 

@@ -101,7 +101,9 @@ def fetch(cache: Path, small: bool) -> dict[str, Path]:
     return apt.fetch_packages(packages(small), cache)
 
 
-def build_suite(out: str | Path, small: bool = False, cache: str | Path | None = None, workers: int = 2) -> Path:
+def build_suite(
+    out: str | Path, small: bool = False, cache: str | Path | None = None, workers: int = 2
+) -> Path:
     """Build (or finish, or reuse) the suite in `out`; returns the manifest path."""
     from bestrq2.corpora import default_cache_dir
 
@@ -116,8 +118,16 @@ def build_suite(out: str | Path, small: bool = False, cache: str | Path | None =
     jobs = {it.out: it.job for it in items}
     durations = render.run_jobs(jobs, out, roots, workers, desc="suite")
     rows = [
-        {"path": it.out, "duration": round(durations[it.out], 4), "source": it.source, "task": it.task,
-         "label": it.label, "split": it.split, "group": it.group, "origin": it.origin}  # fmt: skip
+        {
+            "path": it.out,
+            "duration": round(durations[it.out], 4),
+            "source": it.source,
+            "task": it.task,
+            "label": it.label,
+            "split": it.split,
+            "group": it.group,
+            "origin": it.origin,
+        }
         for it in items
         if it.out in durations
     ]
@@ -127,7 +137,9 @@ def build_suite(out: str | Path, small: bool = False, cache: str | Path | None =
     (out / "README.md").write_text(describe(rows, small))
     (out / "tasks.json").write_text(json.dumps(task_info(rows), indent=2) + "\n")
     write_manifest(manifest, rows)
-    stamp.write_text(json.dumps({"small": small, "clips": len(rows), "seconds": round(time.time() - t0, 1)}) + "\n")
+    stamp.write_text(
+        json.dumps({"small": small, "clips": len(rows), "seconds": round(time.time() - t0, 1)}) + "\n"
+    )
     return manifest
 
 

@@ -27,7 +27,9 @@ class SoundFont:
 SOUNDFONTS = (
     SoundFont("fluid", "fluid-soundfont-gm", "usr/share/sounds/sf2/FluidR3_GM.sf2"),
     SoundFont("timgm6mb", "timgm6mb-soundfont", "usr/share/sounds/sf2/TimGM6mb.sf2"),
-    SoundFont("musescore", "musescore-general-soundfont-small", "usr/share/sounds/sf3/MuseScore_General_Lite.sf3"),
+    SoundFont(
+        "musescore", "musescore-general-soundfont-small", "usr/share/sounds/sf3/MuseScore_General_Lite.sf3"
+    ),
     SoundFont("opl3", "opl3-soundfont", "usr/share/sounds/sf2/OPL-3_FM_128M.sf2"),
 )
 """Four independently made GM sets. (csound-soundfont is left out: its samples match TimGM6mb's.)"""
@@ -59,7 +61,9 @@ def _generate(s, seconds: float) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.float32).reshape(-1, 2).mean(axis=1)  # [T, 2] -> [T]
 
 
-def render_note(sf_path: str, program: int, pitch: int, velocity: int, hold_s: float, tail_s: float) -> np.ndarray:
+def render_note(
+    sf_path: str, program: int, pitch: int, velocity: int, hold_s: float, tail_s: float
+) -> np.ndarray:
     """One melodic GM `program` note: held `hold_s`, then `tail_s` of release -> [T] at 16 kHz."""
     s = _synth(sf_path)
     s.program_change(0, program)
