@@ -27,6 +27,7 @@ class Masks:
     ids_mask: Tensor  # [B, M] long, token indices to predict
     mask_pad: Tensor  # [B, M] bool, True where the slot holds a padding token
     ratio: float
+    any_padding: bool  # known on the host, so full batches skip padding logic without a device sync
 
     def to(self, device: torch.device | str) -> Masks:
         return Masks(
@@ -35,6 +36,7 @@ class Masks:
             self.ids_mask.to(device, non_blocking=True),
             self.mask_pad.to(device, non_blocking=True),
             self.ratio,
+            self.any_padding,
         )
 
 
@@ -85,4 +87,4 @@ def sample_masks(padding: Tensor, cfg: MaskConfig, generator: torch.Generator) -
     ids_keep[bk[0], slot_keep[bk]] = order[bk]
     mask_pad = torch.gather(padding, 1, ids_mask)
     keep_pad = torch.gather(padding, 1, ids_keep)
-    return Masks(ids_keep, keep_pad, ids_mask, mask_pad, ratio)
+    return Masks(ids_keep, keep_pad, ids_mask, mask_pad, ratio, bool(padding.any()))

@@ -46,6 +46,6 @@ class Predictor(nn.Module):
         else:
             cos, sin = rope_2d(grid, self.cfg.width // self.cfg.heads, x.device)
             rope = (gather_tokens(cos, ids, B), gather_tokens(sin, ids, B))
-        padding = torch.cat([masks.keep_pad, masks.mask_pad], dim=1)  # [B, K + M]
+        padding = torch.cat([masks.keep_pad, masks.mask_pad], dim=1) if masks.any_padding else None  # [B, K + M]
         x, _ = run_blocks(self.blocks, x, padding, rope)
         return self.norm(x[:, K:])  # [B, M, W]

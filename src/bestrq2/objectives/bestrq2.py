@@ -24,6 +24,11 @@ def gather_rows(x: Tensor, ids: Tensor) -> Tensor:
     return torch.gather(x, 1, ids[..., None].expand(-1, -1, x.shape[-1]))
 
 
+def real_rows(x: Tensor, masks: Masks) -> Tensor:
+    """[B, M, ...] values at the masked slots -> [n, ...] for the slots that hold real audio."""
+    return x[~masks.mask_pad] if masks.any_padding else x.flatten(0, 1)
+
+
 class CodeHeads(nn.Module):
     """One Linear(width -> codebook_size) per codebook: [..., width] -> [..., C, V]."""
 
@@ -61,10 +66,10 @@ class BestRQ2(nn.Module):
     def forward(self, wav: Tensor, lengths: Tensor, masks: Masks) -> dict[str, Tensor]:
         feats = self.frontend(wav, lengths)
         grid = feats["grid"]
-        real = ~masks.mask_pad  # [B, M] masked slots holding real audio
-        targets = self.quantizer(gather_rows(feats["raw"], masks.ids_mask)[real])  # [n, C]
-        context = self.encoder(feats["patches"], grid, ids=masks.ids_keep, padding=masks.keep_pad)  # [B, K, D]
+        targets = self.quantizer(real_rows(gather_rows(feats["raw"], masks.ids_mask), masks))  # [n, C]
+        keep_pad = masks.keep_pad if masks.any_padding else None
+        context = self.encoder(feats["patches"], grid, ids=masks.ids_keep, padding=keep_pad)  # [B, K, D]
         hidden = self.predictor(context, masks, grid)  # [B, M, W]
-        logits = self.heads(hidden[real])  # [n, C, V]
+        logits = self.heads(real_rows(hidden, masks))  # [n, C, V]
         loss, acc = code_loss(logits, targets)
         return {"loss": loss, "acc": acc, "targets": targets.detach()}
