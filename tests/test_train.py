@@ -48,14 +48,16 @@ def test_pretraining_on_real_audio_learns(real_corpus, tmp_path):
     assert saved == cfg and (run / "config.json").is_file() and (run / "tensorboard").exists() is False
 
 
-def test_resume_gives_the_same_losses(real_corpus, tmp_path):
-    cfg = micro_config(train__max_steps=6, train__ckpt_every=100, encoder__drop_path=0.2)
+@pytest.mark.parametrize("accum", [1, 2])
+def test_resume_gives_the_same_losses(real_corpus, tmp_path, accum):
+    cfg = micro_config(train__max_steps=6, train__ckpt_every=100, encoder__drop_path=0.2, train__accum_steps=accum)
+    cfg.data.num_workers = 2  # the data do not depend on the number of loader workers
     pretrain(cfg, real_corpus, tmp_path / "straight", progress=False, tensorboard=False)
+    cfg.data.num_workers = 0
     pretrain(cfg, real_corpus, tmp_path / "split", stop_after=3, progress=False, tensorboard=False)
     assert load_checkpoint(tmp_path / "split")["step"] == 3
     with pytest.raises(FileExistsError):
         pretrain(cfg, real_corpus, tmp_path / "split", progress=False, tensorboard=False)
-    cfg.data.num_workers = 2  # the data do not depend on the number of workers
     pretrain(cfg, real_corpus, tmp_path / "split", resume=True, progress=False, tensorboard=False)
     a = [r["loss"] for r in read_log(tmp_path / "straight")]
     b = [r["loss"] for r in read_log(tmp_path / "split")]

@@ -114,6 +114,8 @@ def _pretrain(
         if not resume:
             raise FileExistsError(f"{run_dir} already holds a checkpoint: pass --resume to continue it, or another --out")
         ckpt = load_checkpoint(ckpt_file)
+        if info.is_main and Config.from_dict(ckpt["config"]) != cfg:
+            print(f"resuming {run_dir}: using the run's saved config (command-line settings are ignored)")
         cfg = Config.from_dict(ckpt["config"])  # a resumed run keeps its own config
     cfg.validate()
     tc = cfg.train
