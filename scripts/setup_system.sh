@@ -32,7 +32,7 @@ fi
 
 # Keep this list in sync with bestrq2/corpora/tts.py (MBROLA_VOICES, SMALL_MBROLA_VOICES).
 VOICES_SMALL="us1 us2 en1 de1"
-VOICES_FULL="us1 us2 us3 en1 af1 de1 de2 de3 de4 de5 de6 de7 fr1 fr4 gr2 hu1 nl2 pl1 ro1 sw1 sw2"
+VOICES_FULL="us1 us2 us3 en1 af1 de1 de2 de3 de4 de5 de6 fr1 fr4 gr2 hu1 nl2 pl1 ro1 sw1 sw2"
 if [ "$SMALL" = 1 ]; then VOICES="$VOICES_SMALL"; else VOICES="$VOICES_FULL"; fi
 
 PKGS="espeak-ng mbrola libttspico-utils"

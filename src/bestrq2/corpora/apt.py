@@ -112,7 +112,7 @@ def fetch_packages(names: dict[str, tuple[str, ...]], cache: str | Path) -> dict
 
     `names` maps a package to the folders to keep (empty tuple: everything). Cached in `cache`.
     """
-    cache = Path(cache)
+    cache = Path(cache).resolve()  # absolute: tools (mma) run in other working directories
     debs, pkgs = cache / "debs", cache / "pkgs"
     debs.mkdir(parents=True, exist_ok=True)
     pkgs.mkdir(parents=True, exist_ok=True)

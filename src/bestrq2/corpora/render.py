@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +164,8 @@ def run_jobs(
             pool.close()
             pool.join()
     if errors:
-        print(
-            f"[bestrq2 data] {desc}: dropped {len(errors)} of {len(args)} clips, e.g. {errors[0]}",
-            file=sys.stderr,
-        )
+        reasons = Counter(e.split(": ", 1)[1][:70] for e in errors)
+        print(f"[bestrq2 data] {desc}: dropped {len(errors)} of {len(args)} clips:", file=sys.stderr)
+        for reason, n in reasons.most_common(5):
+            print(f"    {n:5d} x {reason}", file=sys.stderr)
     return done
