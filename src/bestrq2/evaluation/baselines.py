@@ -1,0 +1,66 @@
+"""Floors for every result table: log-mel statistics and a random-init encoder.
+
+Both follow the encoder contract of :class:`bestrq2.inference.BestRQ2Encoder`:
+``forward(wav[B, T], lengths=None) -> [B, T', D]``, ``output_lengths``, ``sampling_rate``,
+``output_dim`` and ``hop_size_in_ms``, so the evaluator (and X-ARES) treat them like any model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bestrq2.config import EncoderConfig, FrontendConfig
+from bestrq2.frontend import LogMel
+from bestrq2.inference import BestRQ2Encoder
+
+
+class LogMelStatsEncoder(nn.Module):
+    """Mean and standard deviation of each (normalised) log-mel band over every token window.
+
+    One output frame per ``samples_per_token`` (the encoders' hop, 625 ms by default): D = 2 * n_mels.
+    Mel frames whose centre lies past a clip's end are left out, so padding changes nothing.
+    """
+
+    def __init__(self, frontend: FrontendConfig | None = None):
+        super().__init__()
+        self.cfg = frontend or FrontendConfig()
+        self.logmel = LogMel(self.cfg)
+        self.sampling_rate = self.cfg.sample_rate
+        self.output_dim = 2 * self.cfg.n_mels
+        self.hop_size_in_ms = self.cfg.hop_size_in_ms
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        spt = self.cfg.samples_per_token
+        return torch.div(lengths + spt - 1, spt, rounding_mode="floor").clamp(min=1)
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None, layer: int | None = None) -> Tensor:
+        cfg = self.cfg
+        if wav.dim() == 1:
+            wav = wav[None]
+        B, T = wav.shape
+        if lengths is None:
+            lengths = torch.full((B,), T, dtype=torch.long, device=wav.device)
+        n_out = cfg.time_patches(T)
+        n_frames = n_out * cfg.patch_time
+        mel = (self.logmel(wav) - cfg.norm_mean) / cfg.norm_std  # [B, F, frames]
+        mel = mel[..., :n_frames]
+        mel = F.pad(mel, (0, n_frames - mel.shape[-1]))
+        valid = (
+            torch.arange(n_frames, device=wav.device)[None] * cfg.hop_length < lengths[:, None]
+        )  # [B, frames]
+        mel = mel.reshape(B, cfg.n_mels, n_out, cfg.patch_time)  # [B, F, T', pt]
+        w = valid.reshape(B, 1, n_out, cfg.patch_time).to(mel.dtype)  # [B, 1, T', pt]
+        count = w.sum(-1).clamp(min=1.0)  # [B, 1, T']
+        mean = (mel * w).sum(-1) / count  # [B, F, T']
+        var = ((mel - mean[..., None]).square() * w).sum(-1) / count
+        feats = torch.cat([mean, var.sqrt()], dim=1)  # [B, 2F, T']
+        return feats.transpose(1, 2).contiguous()  # [B, T', 2F]
+
+
+def random_encoder(frontend: FrontendConfig, encoder: EncoderConfig, seed: int = 0) -> BestRQ2Encoder:
+    """A freshly initialised encoder (the same for the same configs and seed); global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return BestRQ2Encoder(frontend, encoder).eval()

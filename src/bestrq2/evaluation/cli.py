@@ -1,0 +1,115 @@
+"""``bestrq2 evaluate`` and ``bestrq2 compare``, registered into the main parser by :func:`add_commands`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+MODEL_HELP = (
+    "export folder (or run folder / checkpoint), 'logmel' (log-mel statistics), 'random:PRESET[:SEED]' or "
+    "'random:DIR[:SEED]' (random-init encoder of a preset or of an export's architecture)"
+)
+
+
+def _default_suite() -> str:
+    try:
+        from bestrq2.corpora import default_suite_dir
+
+        return str(default_suite_dir())
+    except ImportError:
+        return "data/suite"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from bestrq2.evaluation.probe import ProbeConfig
+    from bestrq2.evaluation.report import markdown
+    from bestrq2.evaluation.runner import EvalConfig, baselines_for, evaluate, evaluate_many
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = EvalConfig(
+        probe=ProbeConfig(seed=args.seed), device=device, layer=args.layer, batch_seconds=args.batch_seconds,
+        workers=args.workers,
+    )  # fmt: skip
+    cache = None if args.no_cache else (args.cache or "default")
+    tasks = args.tasks.split(",") if args.tasks else None
+    models = list(args.model)
+    if args.baselines:
+        if len(models) != 1:
+            raise ValueError("--baselines takes exactly one model")
+        models = baselines_for(models[0])
+    progress = not args.no_progress
+    if len(models) == 1:
+        results = evaluate(
+            models[0], args.suite, args.out, cache_dir=cache, cfg=cfg, tasks=tasks, progress=progress
+        )
+        print(markdown(results))
+        t = results["timing"]
+        print(f"embedding {t['embed_s']} s ({t['clips_computed']} computed, {t['clips_cached']} cached), "
+              f"probes {t['probe_s']} s; results in {args.out}")  # fmt: skip
+        return 0
+    _, table = evaluate_many(
+        models, args.suite, args.out, cache_dir=cache, cfg=cfg, tasks=tasks, progress=progress
+    )
+    print(table)
+    print(f"results in {args.out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bestrq2.evaluation.report import compare_markdown, load_results, write_comparison
+
+    runs = [load_results(p) for p in args.results]
+    table = write_comparison(runs, args.out) if args.out else compare_markdown(runs)
+    print(table)
+    if args.out:
+        print(f"wrote {Path(args.out) / 'comparison.md'} and comparison.png")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score encoders on a labelled suite with the X-ARES protocol (linear probe + kNN)",
+        description="Embeds every clip once (cached), then fits the X-ARES linear probe and kNN per task; "
+        "writes results.json, results.md and results.png to --out (several models: one folder each plus "
+        "comparison.md / comparison.png).",
+    )
+    p.add_argument("model", nargs="+", help=MODEL_HELP)
+    p.add_argument(
+        "--suite", default=_default_suite(), help="suite folder with manifest.jsonl (default: data/suite)"
+    )
+    p.add_argument("--out", required=True, help="results folder")
+    p.add_argument(
+        "--baselines", action="store_true", help="also evaluate random:MODEL and logmel, side by side"
+    )
+    p.add_argument("--tasks", help="comma-separated task names (default: all)")
+    p.add_argument(
+        "--cache",
+        help="embedding cache folder (default: $BESTRQ2_EMBED_CACHE or ~/.cache/bestrq2/embeddings)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+    p.add_argument(
+        "--layer",
+        type=int,
+        help="use this encoder block's output (0-based, -1 last) instead of the final one",
+    )
+    p.add_argument("--device", default="cpu", help="encoder device: cpu, cuda, auto ...")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    p.add_argument("--workers", type=int, default=2, help="audio decoding threads")
+    p.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio per encoder batch (s)")
+    p.add_argument("--seed", type=int, default=42, help="probe seed (X-ARES: 42)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="one table and chart across several evaluation results")
+    p.add_argument(
+        "results", nargs="+", help="results folders (or results.json files) from `bestrq2 evaluate`"
+    )
+    p.add_argument("--out", help="also write comparison.md and comparison.png here")
+    p.set_defaults(fn=cmd_compare)

@@ -1,0 +1,127 @@
+"""What ``bestrq2 evaluate MODEL`` accepts, and a cache key that changes whenever the model does.
+
+``MODEL`` is one of
+  ``DIR``                an export folder (config.json + model.safetensors), or a run folder / checkpoint
+  ``logmel``             log-mel statistics baseline (reference frontend)
+  ``random:PRESET[:SEED]`` a random-init encoder of a preset (``random:tiny``, ``random:base:3``)
+  ``random:DIR[:SEED]``    a random-init encoder with the architecture of an export folder
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from torch import nn
+
+from bestrq2.config import PRESETS, Config, EncoderConfig, FrontendConfig, _from_dict, get_preset
+from bestrq2.evaluation.baselines import LogMelStatsEncoder, random_encoder
+
+KEY_VERSION = "1"
+"""Bump when the way embeddings are computed changes, so old cache entries are not reused."""
+
+
+@dataclass
+class ModelSpec:
+    spec: str
+    """What the user passed."""
+    name: str
+    """Short display name (table columns, result folders)."""
+    key: str
+    """Hex digest of everything the embeddings depend on."""
+    build: Callable[[], nn.Module]
+    layer: int | None = None
+
+
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256(KEY_VERSION.encode())
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _is_export(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def _configs(source: str) -> tuple[FrontendConfig, EncoderConfig, str]:
+    """Frontend and encoder config of a preset name or an export folder, and a short name."""
+    path = Path(source)
+    if _is_export(path):
+        meta = json.loads((path / "config.json").read_text())
+        return (
+            _from_dict(FrontendConfig, meta["frontend"]),
+            _from_dict(EncoderConfig, meta["encoder"]),
+            path.name,
+        )
+    if source in PRESETS:
+        cfg = get_preset(source)
+        return cfg.frontend, cfg.encoder, source
+    if path.is_file() or (path / "checkpoints").is_dir():
+        from bestrq2.checkpoint import load_checkpoint
+
+        cfg = Config.from_dict(load_checkpoint(path)["config"])
+        return cfg.frontend, cfg.encoder, path.resolve().name if path.is_dir() else path.stem
+    raise ValueError(f"random:{source}: not a preset ({sorted(PRESETS)}), an export folder nor a run")
+
+
+def _config_json(*cfgs: object) -> str:
+    return json.dumps([asdict(c) for c in cfgs], sort_keys=True)  # type: ignore[call-overload]
+
+
+def resolve_model(spec: str, layer: int | None = None) -> ModelSpec:
+    """Parse a model argument (see the module docstring) without building the model."""
+    tag = f"layer={layer}"
+    if spec == "logmel":
+        fe = FrontendConfig()
+        return ModelSpec(
+            spec, "logmel", _digest("logmel", _config_json(fe)), lambda: LogMelStatsEncoder(fe).eval()
+        )
+    if spec.startswith("random:"):
+        source, seed = spec[len("random:") :], 0
+        m = re.fullmatch(r"(.+):(\d+)", source)
+        if m and not Path(source).exists():
+            source, seed = m.group(1), int(m.group(2))
+        fe, enc, short = _configs(source)
+        name = f"random-{short}" + (f"-{seed}" if seed else "")
+        key = _digest("random", _config_json(fe, enc), str(seed), tag)
+        return ModelSpec(spec, name, key, lambda: random_encoder(fe, enc, seed), layer)
+    path = Path(spec)
+    if _is_export(path):
+        key = _digest(
+            "export", (path / "config.json").read_bytes(), _file_digest(path / "model.safetensors"), tag
+        )
+    elif path.is_file():
+        key = _digest("checkpoint", _file_digest(path), tag)
+    elif path.is_dir():
+        from bestrq2.checkpoint import checkpoint_path
+
+        ckpt = checkpoint_path(path)
+        if not ckpt.is_file():
+            raise FileNotFoundError(
+                f"{path} is neither an export folder (config.json + model.safetensors) nor a run"
+            )
+        key = _digest("checkpoint", _file_digest(ckpt), tag)
+    else:
+        raise FileNotFoundError(f"model {spec!r}: no such folder or file (or use logmel, random:PRESET)")
+
+    def build() -> nn.Module:
+        from bestrq2.export import load_encoder
+
+        return load_encoder(path)
+
+    name = path.resolve().name if path.is_dir() else path.stem
+    return ModelSpec(spec, name, key, build, layer)
