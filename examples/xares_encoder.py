@@ -21,7 +21,7 @@ import os
 
 import torch
 
-import bestrq2.export
+import bestrq2
 
 
 class BestRQ2XaresEncoder(torch.nn.Module):
@@ -34,7 +34,7 @@ class BestRQ2XaresEncoder(torch.nn.Module):
             )
         layer = os.environ.get("BESTRQ2_LAYER")
         self.layer = None if layer in (None, "") else int(layer)
-        self.model = bestrq2.export.load_encoder(model_dir)
+        self.model = bestrq2.load_encoder(model_dir)
         self.sampling_rate = self.model.sampling_rate
         self.output_dim = self.model.output_dim
         self.hop_size_in_ms = self.model.hop_size_in_ms
