@@ -20,12 +20,14 @@ class Task:
     domain: str
     description: str
     split_by: str
+    fractions: tuple[float, float, float] = splits.DEFAULT_FRACTIONS
+    """Target train/valid/test shares of clips (groups are whole, so shares are approximate)."""
 
 
 TASKS = (
     Task("keywords", "speech", "20 spoken command words (yes/no/up/down/.../digits), synthetic voices", "voice"),
     Task("speaker_id", "speech", "which of the Hedgewars voice packs (actors) speaks", "phrase"),
-    Task("phrase_id", "speech", "which game phrase is said, across English Hedgewars packs", "voice pack"),
+    Task("phrase_id", "speech", "which game phrase is said, across English Hedgewars packs", "voice pack", (0.6, 0.2, 0.2)),
     Task("instrument_family", "music", "GM instrument family of a single note (10 families)", "SoundFont"),
     Task("pitch_class", "music", "pitch class (C..B) of a single note", "SoundFont"),
     Task("music_style", "music", "accompaniment style of a 10 s MMA groove (8 styles)", "MMA style file"),
@@ -66,13 +68,19 @@ def plan(roots: dict[str, Path], small: bool) -> list[SuiteItem]:
         by_task[it.task].append(it)
     for task, task_items in by_task.items():
         fixed = music.SOUNDFONT_SPLITS if TASK_BY_NAME[task].split_by == "SoundFont" else None
-        assignment = split_task(task_items, seed=sum(map(ord, task)), fixed=fixed)
+        spec = TASK_BY_NAME[task]
+        assignment = split_task(task_items, seed=sum(map(ord, task)), fixed=fixed, fractions=spec.fractions)
         for it in task_items:
             it.split = assignment[it.group]
     return items
 
 
-def split_task(items: list[SuiteItem], seed: int, fixed: dict[str, str] | None = None) -> dict[str, str]:
+def split_task(
+    items: list[SuiteItem],
+    seed: int,
+    fixed: dict[str, str] | None = None,
+    fractions: tuple[float, float, float] = splits.DEFAULT_FRACTIONS,
+) -> dict[str, str]:
     """Group -> split. When every group holds one label (a file, a style), split each label's groups
     separately so that every class reaches every split; otherwise split all groups together."""
     labels_of: dict[str, set[str]] = defaultdict(set)
@@ -81,13 +89,13 @@ def split_task(items: list[SuiteItem], seed: int, fixed: dict[str, str] | None =
         labels_of[it.group].add(it.label)
         sizes[it.group] += 1
     if fixed or any(len(v) > 1 for v in labels_of.values()):
-        return splits.assign_splits(sizes, seed=seed, fixed=fixed)
+        return splits.assign_splits(sizes, fractions, seed=seed, fixed=fixed)
     out: dict[str, str] = {}
     by_label: dict[str, dict[str, int]] = defaultdict(dict)
     for g, labs in labels_of.items():
         by_label[next(iter(labs))][g] = sizes[g]
     for _label, group_sizes in sorted(by_label.items()):
-        out.update(splits.assign_splits(group_sizes, seed=seed))
+        out.update(splits.assign_splits(group_sizes, fractions, seed=seed))
     return out
 
 
