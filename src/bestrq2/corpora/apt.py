@@ -34,12 +34,17 @@ def find_setup_script() -> Path | None:
 
 
 def ensure_tools(
-    tools: list[str], small: bool = False, python_modules: tuple[str, ...] = ("tinysoundfont",)
+    tools: list[str],
+    small: bool = False,
+    python_modules: tuple[str, ...] = ("tinysoundfont",),
+    paths: tuple[str, ...] = (),
 ) -> None:
-    """Make sure `tools` (executables) and `python_modules` exist, running setup_system.sh if not."""
+    """Make sure `tools` (executables), `paths` (installed data, e.g. mbrola voices) and
+    `python_modules` exist, running setup_system.sh if not."""
 
     def missing() -> list[str]:
         out = [t for t in tools if shutil.which(t) is None]
+        out += [p for p in paths if not Path(p).exists()]
         for mod in python_modules:
             try:
                 __import__(mod)

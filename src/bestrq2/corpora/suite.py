@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from bestrq2.corpora import apt, environment, music, render, speech, splits
+from bestrq2.corpora import apt, environment, music, render, speech, splits, tts
 from bestrq2.corpora.items import SuiteItem
 from bestrq2.corpora.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from bestrq2.corpora.sources import provenance_markdown
@@ -105,7 +105,8 @@ def test_keys(items: list[SuiteItem]) -> set[str]:
 
 
 def fetch(cache: Path, small: bool) -> dict[str, Path]:
-    apt.ensure_tools(TOOLS, small=small)
+    voices = tts.SMALL_MBROLA_VOICES if small else tts.MBROLA_VOICES
+    apt.ensure_tools(TOOLS, small=small, paths=tuple(f"{tts.MBROLA_DIR}/{v}" for v in voices))
     return apt.fetch_packages(packages(small), cache)
 
 

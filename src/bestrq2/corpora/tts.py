@@ -31,6 +31,8 @@ MBROLA_VOICES = (
     "fr1", "fr4", "gr2", "hu1", "nl2", "pl1", "ro1", "sw1", "sw2",
 )  # fmt: skip
 SMALL_MBROLA_VOICES = ("us1", "us2", "en1", "de1")
+MBROLA_DIR = "/usr/share/mbrola"
+"""Where Debian's mbrola-<code> packages install their voice (one folder per code)."""
 ESPEAK_VOICES = (
     "en-us+m1", "en-us+f2", "en+m3", "en+f4", "en-gb-scotland+m5",
     "en-gb-x-rp+f1", "en-029+m7", "en-us+klatt4",
