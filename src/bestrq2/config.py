@@ -54,9 +54,9 @@ class FrontendConfig:
     'reflect' is the reference code's (torchaudio's default), for converted checkpoints."""
     db_floor: float = -100.0
     """Power is clamped to 10**(db_floor/10) before 10*log10."""
-    norm_mean: float = -30.0
+    norm_mean: float = -14.0
     """Encoder input is (dB - norm_mean) / norm_std (measured on the demo corpus)."""
-    norm_std: float = 20.0
+    norm_std: float = 35.0
     """See norm_mean."""
     chunk_seconds: float = 10.0
     """Inference splits long audio into chunks of this length (the pretraining crop)."""
