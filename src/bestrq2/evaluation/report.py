@@ -23,7 +23,7 @@ def weighted(tasks: dict[str, dict[str, Any]], metric: str) -> dict[str, Any]:
 
 def aggregate(tasks: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Per-domain and overall scores of a task table: ({domain: {mlp, knn, test}}, {mlp, knn, test})."""
-    domains = sorted({t["domain"] for t in tasks.values()}, key=_domain_rank)
+    domains = sorted({t["domain"] for t in tasks.values()}, key=domain_rank)
     per_domain = {}
     for d in domains:
         sub = {n: t for n, t in tasks.items() if t["domain"] == d}
@@ -34,7 +34,7 @@ def aggregate(tasks: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any
     return per_domain, overall
 
 
-def _domain_rank(d: str) -> tuple[int, str]:
+def domain_rank(d: str) -> tuple[int, str]:
     return (DOMAIN_ORDER.index(d) if d in DOMAIN_ORDER else len(DOMAIN_ORDER), d)
 
 
@@ -79,7 +79,7 @@ def _rows(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     for r in runs:
         tasks.update(dict.fromkeys(r["tasks"]))
         domains.update(dict.fromkeys(r["domains"]))
-    ordered = sorted(domains, key=_domain_rank)
+    ordered = sorted(domains, key=domain_rank)
     return [(t, "task") for t in tasks] + [(d, "domain") for d in ordered] + [("overall", "overall")]
 
 

@@ -25,7 +25,7 @@ from bestrq2.evaluation.embeddings import default_cache_dir, embed_clips
 from bestrq2.evaluation.knn import knn_accuracy
 from bestrq2.evaluation.models import ModelSpec, resolve_model
 from bestrq2.evaluation.probe import ProbeConfig, train_probe
-from bestrq2.evaluation.report import aggregate, markdown, write_comparison, write_run
+from bestrq2.evaluation.report import aggregate, domain_rank, markdown, write_comparison, write_run
 from bestrq2.evaluation.tasks import IGNORE, SPLITS, Clip, Suite, Task, align_frame_labels, load_suite
 
 FORMAT = "bestrq2-eval"
@@ -141,7 +141,7 @@ def evaluate(
         results_by_task = {task.name: score_task(task, frames, suite.root, hop, cfg) for task in suite.tasks}
     finally:
         torch.set_num_threads(threads)
-    for task in suite.tasks:
+    for task in sorted(suite.tasks, key=lambda t: (domain_rank(t.domain), t.name)):
         result = results_by_task[task.name]
         if isinstance(result, str):
             skipped[task.name] = result
