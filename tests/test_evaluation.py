@@ -240,6 +240,7 @@ def test_random_spec_is_reproducible_and_keys_differ(micro_export):
     assert rnd.build().output_dim == 64 and rnd.key != resolve_model(str(micro_export)).key
     assert resolve_model("logmel").key != a.key
     assert resolve_model(str(micro_export), layer=0).key != resolve_model(str(micro_export)).key
+    assert resolve_model(str(micro_export), layer=0).name == "export-layer0"
     with pytest.raises(ValueError):
         resolve_model("random:nonesuch")
     with pytest.raises(FileNotFoundError):

@@ -96,7 +96,7 @@ def resolve_model(spec: str, layer: int | None = None) -> ModelSpec:
         if m and not Path(source).exists():
             source, seed = m.group(1), int(m.group(2))
         fe, enc, short = _configs(source)
-        name = f"random-{short}" + (f"-{seed}" if seed else "")
+        name = f"random-{short}" + (f"-{seed}" if seed else "") + ("" if layer is None else f"-layer{layer}")
         key = _digest("random", _config_json(fe, enc), str(seed), tag)
         return ModelSpec(spec, name, key, lambda: random_encoder(fe, enc, seed), layer)
     path = Path(spec)
@@ -123,5 +123,5 @@ def resolve_model(spec: str, layer: int | None = None) -> ModelSpec:
 
         return load_encoder(path)
 
-    name = path.resolve().name if path.is_dir() else path.stem
+    name = (path.resolve().name if path.is_dir() else path.stem) + ("" if layer is None else f"-layer{layer}")
     return ModelSpec(spec, name, key, build, layer)
