@@ -36,12 +36,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _default_data() -> str:
-    try:
-        from bestrq2.corpora import default_corpus_dir
+    """The demo corpus (``bestrq2 data corpus``): its manifest, or a clear error if it is not built."""
+    from bestrq2.corpora import default_corpus_dir
 
-        return str(default_corpus_dir())
-    except ImportError:
-        return "data/corpus"
+    manifest = default_corpus_dir() / "manifest.jsonl"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"no --data given and no demo corpus at {manifest}: run `bestrq2 data corpus` first")
+    return str(manifest)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
