@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bestrq2.config import PRESETS, Config, ConfigError, apply_override, get_preset
+from bestrq2.evaluation.cli import add_commands as add_eval_commands
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
@@ -129,12 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(fn=cmd_benchmark)
 
-    try:  # evaluation commands (evaluate, compare), registered by their own module
-        from bestrq2.evaluation.cli import add_commands as add_eval_commands
-    except ImportError:
-        add_eval_commands = None
-    if add_eval_commands is not None:
-        add_eval_commands(sub)
+    add_eval_commands(sub)  # evaluate, compare
 
     sub.add_parser("data", help="build the demo corpus and downstream suite (see `bestrq2 data --help`)", add_help=False)
     return parser
