@@ -18,9 +18,7 @@ if [ ! -f "$RUNS/bestrq2/checkpoints/last.pt" ]; then
 else
   "$PY" -m bestrq2.cli pretrain --out "$RUNS/bestrq2" --resume   # finishes an interrupted run
 fi
-[ -f "$RUNS/random/checkpoints/last.pt" ] || "$PY" -m bestrq2.cli pretrain --out "$RUNS/random" --preset tiny --max-steps 0
 "$PY" -m bestrq2.cli export "$RUNS/bestrq2" --out "$RUNS/bestrq2/export"
-"$PY" -m bestrq2.cli export "$RUNS/random" --out "$RUNS/random/export"
 
 "$PY" - "$RUNS" <<'PYEOF'
 import sys
@@ -28,5 +26,8 @@ from bestrq2.logs import read_log
 log = read_log(f"{sys.argv[1]}/bestrq2")
 first, last = log[0], log[-1]
 print(f"\npretraining: step {int(last['step'])}, loss {first['loss']:.3f} -> {last['loss']:.3f}, "
-      f"masked-code accuracy {first['acc']:.3f} -> {last['acc']:.3f}, codes used {last['codes_used']:.0f}")
+      f"masked-code accuracy {first['acc']:.3f} -> {last['acc']:.3f}, codes used {last['codes_used']:.0f}\n")
 PYEOF
+
+# X-ARES protocol (linear probe + kNN) on the demo suite: pretrained vs random-init vs log-mel
+"$PY" -m bestrq2.cli evaluate "$RUNS/bestrq2/export" --baselines --suite data/suite --out "$RUNS/results"

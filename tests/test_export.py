@@ -101,3 +101,17 @@ def test_pretraining_masks_match_the_inference_grid():
     pad = token_padding(cfg.frontend, torch.tensor([S]), S)
     m = sample_masks(pad, cfg.mask, mask_generator(0, 0, 0))
     assert m.ids_keep.shape[1] + m.ids_mask.shape[1] == cfg.frontend.freq_patches * cfg.frontend.time_patches(S)
+
+
+def test_concat_pooling_keeps_every_frequency_block(trained_run, tmp_path):
+    mean = bestrq2.load_encoder(export(trained_run / "run", tmp_path / "mean"))
+    cat = bestrq2.load_encoder(export(trained_run / "run", tmp_path / "cat", pooling="concat"))
+    assert json.loads((tmp_path / "cat" / "config.json").read_text())["pooling"] == "concat"
+    assert cat.output_dim == 8 * mean.output_dim
+    wav = torch.randn(2, 40000) * 0.1
+    with torch.no_grad():
+        a, b = mean(wav), cat(wav)  # [2, 4, 64], [2, 4, 512]
+    assert b.shape == (2, 4, 512)
+    torch.testing.assert_close(b.reshape(2, 4, 8, 64).mean(2), a)
+    checker = pytest.importorskip("xares.audio_encoder_checker")
+    assert checker.check_audio_encoder(cat)

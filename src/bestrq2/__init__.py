@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-from bestrq2.export import export, load_encoder  # noqa: E402
+from bestrq2.export import export as export_encoder  # noqa: E402
+from bestrq2.export import load_encoder  # noqa: E402
 from bestrq2.inference import BestRQ2Encoder  # noqa: E402
 
-__all__ = ["BestRQ2Encoder", "export", "load_encoder", "__version__"]
+__all__ = ["BestRQ2Encoder", "export_encoder", "load_encoder", "__version__"]

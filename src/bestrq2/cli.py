@@ -62,7 +62,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bestrq2.export import export
 
-    out = export(args.run, args.out)
+    out = export(args.run, args.out, args.pooling)
     print(f"exported encoder to {out}")
     return 0
 
@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run's encoder (config.json + model.safetensors)")
     p.add_argument("run", help="run folder or checkpoint file")
     p.add_argument("--out", required=True, help="export folder")
+    p.add_argument(
+        "--pooling", default="mean", choices=["mean", "concat"],
+        help="pool each time step's tokens over frequency: mean (reference, D features) or concat (8 x D)",
+    )
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("embed", help="embed audio files with an exported encoder")

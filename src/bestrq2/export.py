@@ -28,17 +28,19 @@ def encoder_state_from_training(model_state: dict[str, torch.Tensor], cfg: Confi
     return {k: v for k, v in model_state.items() if k.startswith(keep)}
 
 
-def build_from_checkpoint(ckpt: dict[str, Any]) -> tuple[BestRQ2Encoder, Config]:
+def build_from_checkpoint(ckpt: dict[str, Any], pooling: str = "mean") -> tuple[BestRQ2Encoder, Config]:
     cfg = Config.from_dict(ckpt["config"])
-    enc = BestRQ2Encoder(cfg.frontend, cfg.encoder)
+    enc = BestRQ2Encoder(cfg.frontend, cfg.encoder, pooling)
     enc.load_state_dict(encoder_state_from_training(ckpt["model"], cfg), strict=True)
     return enc, cfg
 
 
-def export(run: str | Path, out: str | Path) -> Path:
-    """Write ``out/config.json`` and ``out/model.safetensors`` from a run folder or checkpoint file."""
+def export(run: str | Path, out: str | Path, pooling: str = "mean") -> Path:
+    """Write ``out/config.json`` and ``out/model.safetensors`` from a run folder or checkpoint file.
+
+    ``pooling`` says how the exported encoder pools the tokens of a time step over frequency."""
     ckpt = load_checkpoint(run)
-    enc, cfg = build_from_checkpoint(ckpt)
+    enc, cfg = build_from_checkpoint(ckpt, pooling)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -50,6 +52,7 @@ def export(run: str | Path, out: str | Path) -> Path:
         "step": int(ckpt["step"]),
         "sampling_rate": enc.sampling_rate,
         "output_dim": enc.output_dim,
+        "pooling": enc.pooling,
         "hop_size_in_ms": enc.hop_size_in_ms,
         "frontend": cfg.to_dict()["frontend"],
         "encoder": cfg.to_dict()["encoder"],
@@ -60,8 +63,10 @@ def export(run: str | Path, out: str | Path) -> Path:
     return out
 
 
-def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> BestRQ2Encoder:
-    """Load an exported encoder folder (or, for convenience, a run folder / checkpoint file)."""
+def load_encoder(path: str | Path, device: str | torch.device = "cpu", pooling: str | None = None) -> BestRQ2Encoder:
+    """Load an exported encoder folder (or, for convenience, a run folder / checkpoint file).
+
+    ``pooling`` overrides the export's frequency pooling ('mean' or 'concat')."""
     path = Path(path)
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         meta = json.loads((path / "config.json").read_text())
@@ -69,10 +74,10 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> BestRQ
             raise ValueError(f"{path / 'config.json'} is not a {FORMAT} export (format={meta.get('format')!r})")
         frontend = _from_dict(FrontendConfig, meta["frontend"])
         encoder_cfg = _from_dict(EncoderConfig, meta["encoder"])
-        enc = BestRQ2Encoder(frontend, encoder_cfg)
+        enc = BestRQ2Encoder(frontend, encoder_cfg, pooling or meta.get("pooling", "mean"))
         enc.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
     elif path.is_file() or checkpoint_path(path).is_file():
-        enc, _ = build_from_checkpoint(load_checkpoint(path))
+        enc, _ = build_from_checkpoint(load_checkpoint(path), pooling or "mean")
     else:
         raise FileNotFoundError(f"{path} is neither an export folder (config.json + model.safetensors) nor a run")
     return enc.to(device).eval()

@@ -2,8 +2,10 @@
 
 ``BestRQ2Encoder(wav[B, T]) -> [B, T', D]``: audio is split into ``chunk_seconds`` pieces (the
 pretraining crop, 10 s in the reference), all pieces of all clips run through the encoder in
-one batch on all their patches (no masking), tokens are averaged over frequency per time step
-and the pieces are joined again. T' = ceil(T / samples_per_token): every output frame covers
+one batch on all their patches (no masking), the tokens of each time step are pooled over
+frequency (``pooling='mean'``, the reference and X-ARES recipe: D features; or ``'concat'``:
+n_freq_blocks x D features, which keeps where in frequency each token sits) and the pieces are
+joined again. T' = ceil(T / samples_per_token): every output frame covers
 ``hop_size_in_ms`` of input, the last one possibly partly padding.
 """
 
@@ -17,15 +19,20 @@ from bestrq2.config import EncoderConfig, FrontendConfig
 from bestrq2.encoder import ViTEncoder
 from bestrq2.frontend import Frontend
 
+POOLINGS = ("mean", "concat")
+
 
 class BestRQ2Encoder(nn.Module):
-    def __init__(self, frontend: FrontendConfig, encoder: EncoderConfig):
+    def __init__(self, frontend: FrontendConfig, encoder: EncoderConfig, pooling: str = "mean"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         self.frontend_cfg, self.encoder_cfg = frontend, encoder
         self.frontend = Frontend(frontend)
         self.encoder = ViTEncoder(encoder, frontend.patch_dim)
         self.sampling_rate = frontend.sample_rate
-        self.output_dim = encoder.width
+        self.output_dim = encoder.width * (frontend.freq_patches if pooling == "concat" else 1)
         self.hop_size_in_ms = frontend.hop_size_in_ms
         self.chunk_samples = int(round(frontend.chunk_seconds * frontend.sample_rate))
 
@@ -63,5 +70,9 @@ class BestRQ2Encoder(nn.Module):
                 feats["patches"], feats["grid"], padding=feats["padding"], layers=[layer]
             )
             tokens = inter[0]
-        tokens = tokens.reshape(B * n_chunks, fb, tb, -1).mean(1)  # [B*nc, tb, D]: mean over frequency
-        return tokens.reshape(B, n_chunks * tb, -1)[:, :n_out]  # [B, T', D]
+        tokens = tokens.reshape(B * n_chunks, fb, tb, -1)  # [B*nc, fb, tb, D]
+        if self.pooling == "mean":
+            tokens = tokens.mean(1)  # [B*nc, tb, D]
+        else:
+            tokens = tokens.permute(0, 2, 1, 3).reshape(B * n_chunks, tb, -1)  # [B*nc, tb, fb*D]
+        return tokens.reshape(B, n_chunks * tb, -1)[:, :n_out]  # [B, T', output_dim]
