@@ -59,8 +59,10 @@ class LogMelStatsEncoder(nn.Module):
         return feats.transpose(1, 2).contiguous()  # [B, T', 2F]
 
 
-def random_encoder(frontend: FrontendConfig, encoder: EncoderConfig, seed: int = 0) -> BestRQ2Encoder:
+def random_encoder(
+    frontend: FrontendConfig, encoder: EncoderConfig, seed: int = 0, pooling: str = "mean"
+) -> BestRQ2Encoder:
     """A freshly initialised encoder (the same for the same configs and seed); global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return BestRQ2Encoder(frontend, encoder).eval()
+        return BestRQ2Encoder(frontend, encoder, pooling).eval()

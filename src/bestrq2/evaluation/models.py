@@ -57,8 +57,9 @@ def _is_export(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
 
-def _configs(source: str) -> tuple[FrontendConfig, EncoderConfig, str]:
-    """Frontend and encoder config of a preset name or an export folder, and a short name."""
+def _configs(source: str) -> tuple[FrontendConfig, EncoderConfig, str, str]:
+    """Frontend and encoder config of a preset name or an export folder, a short name, and the
+    frequency pooling (an export's own; 'mean' otherwise)."""
     path = Path(source)
     if _is_export(path):
         meta = json.loads((path / "config.json").read_text())
@@ -66,15 +67,16 @@ def _configs(source: str) -> tuple[FrontendConfig, EncoderConfig, str]:
             _from_dict(FrontendConfig, meta["frontend"]),
             _from_dict(EncoderConfig, meta["encoder"]),
             path.name,
+            meta.get("pooling", "mean"),
         )
     if source in PRESETS:
         cfg = get_preset(source)
-        return cfg.frontend, cfg.encoder, source
+        return cfg.frontend, cfg.encoder, source, "mean"
     if path.is_file() or (path / "checkpoints").is_dir():
         from bestrq2.checkpoint import load_checkpoint
 
         cfg = Config.from_dict(load_checkpoint(path)["config"])
-        return cfg.frontend, cfg.encoder, path.resolve().name if path.is_dir() else path.stem
+        return cfg.frontend, cfg.encoder, path.resolve().name if path.is_dir() else path.stem, "mean"
     raise ValueError(f"random:{source}: not a preset ({sorted(PRESETS)}), an export folder nor a run")
 
 
@@ -95,10 +97,10 @@ def resolve_model(spec: str, layer: int | None = None) -> ModelSpec:
         m = re.fullmatch(r"(.+):(\d+)", source)
         if m and not Path(source).exists():
             source, seed = m.group(1), int(m.group(2))
-        fe, enc, short = _configs(source)
+        fe, enc, short, pooling = _configs(source)
         name = f"random-{short}" + (f"-{seed}" if seed else "") + ("" if layer is None else f"-layer{layer}")
-        key = _digest("random", _config_json(fe, enc), str(seed), tag)
-        return ModelSpec(spec, name, key, lambda: random_encoder(fe, enc, seed), layer)
+        key = _digest("random", _config_json(fe, enc), str(seed), pooling, tag)
+        return ModelSpec(spec, name, key, lambda: random_encoder(fe, enc, seed, pooling), layer)
     path = Path(spec)
     if _is_export(path):
         key = _digest(
