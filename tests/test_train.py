@@ -129,3 +129,32 @@ def test_two_process_gloo_run(real_corpus, tmp_path):
     ckpt = load_checkpoint(run)
     assert ckpt["step"] == 4 and ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
     assert len(read_log(run)) == 4
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_job_saves_a_checkpoint(real_corpus, tmp_path):
+    """A cluster's pre-emption signal reaches every process (loader workers too): the run saves a
+    checkpoint at the current step, exits cleanly, and resumes from there."""
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "bestrq2.cli", "pretrain", "--data", str(real_corpus), "--out", str(run),
+        "--max-steps", "100000", "--batch-size", "4", "--no-progress", "--set", "data.num_workers=2",
+        "--set", "data.crop_seconds=2.5", "--set", "encoder.depth=1", "--set", "train.log_every=1",
+        "--set", "train.ckpt_every=100000",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = run / "log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 4):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "stop requested" in out
+    step = load_checkpoint(run)["step"]
+    assert step >= 3
+    assert len(read_log(run)) == step

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,13 @@ def collate(items: list[dict[str, Any]], length: int | None = None) -> dict[str,
     }
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Loader workers leave SIGINT / SIGTERM to the training process, which saves a checkpoint and
+    then shuts them down (a cluster's pre-emption signal reaches every process of the job)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class _Collate:
     def __init__(self, length: int):
         self.length = length
@@ -192,4 +200,5 @@ def build_loader(
         persistent_workers=cfg.num_workers > 0,
         prefetch_factor=4 if cfg.num_workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),  # keeps the global RNG (drop-path) untouched
+        worker_init_fn=_ignore_stop_signals,
     )
