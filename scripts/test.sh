@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 bash scripts/install.sh --test
-# real audio for the integration tests: the small demo corpus, built once (cached)
-"$PY" -m bestrq2.cli data corpus --small --out data/test-corpus
-export BESTRQ2_TEST_CORPUS="$PWD/data/test-corpus"
+# real audio for the integration tests: the small demo corpus and suite, built once before the
+# tests run in parallel (this also fills the package cache the data tests share)
+"$PY" -m bestrq2.cli data all --small --out data/test
+export BESTRQ2_TEST_CORPUS="$PWD/data/test/corpus"
 set +e
 "$PY" -m pytest -n 2 -q "$@"
 rc=$?
