@@ -13,11 +13,10 @@ import time
 import torch
 
 from bestrq2.config import Config
-from bestrq2.frontend import token_padding
 from bestrq2.inference import BestRQ2Encoder
 from bestrq2.layers import num_params
-from bestrq2.masking import mask_generator, sample_masks
-from bestrq2.objectives import build_objective
+from bestrq2.masking import mask_generator
+from bestrq2.objectives import build_objective, sample_batch_masks
 from bestrq2.optim import build_optimizer
 
 
@@ -39,11 +38,10 @@ def bench_train(cfg: Config, batch_size: int, steps: int, warmup: int, device: t
     S = int(round(cfg.data.crop_seconds * cfg.frontend.sample_rate))
     wav = torch.randn(batch_size, S, device=device) * 0.1
     lengths = torch.full((batch_size,), S, dtype=torch.long)
-    padding = token_padding(cfg.frontend, lengths, S)
     use_bf16 = cfg.train.bf16 and device.type == "cuda"
     times = []
     for i in range(warmup + steps):
-        masks = sample_masks(padding, cfg.mask, mask_generator(0, 0, i)).to(device)
+        masks = sample_batch_masks(cfg, lengths, S, mask_generator(0, 0, i)).to(device)
         _sync(device)
         t = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -51,6 +49,8 @@ def bench_train(cfg: Config, batch_size: int, steps: int, warmup: int, device: t
         out["loss"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if hasattr(model, "update_target"):
+            model.update_target(i)
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)

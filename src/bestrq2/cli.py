@@ -62,7 +62,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bestrq2.export import export
 
-    out = export(args.run, args.out, args.pooling)
+    out = export(args.run, args.out, args.pooling, args.encoder)
     print(f"exported encoder to {out}")
     return 0
 
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="pretrain an encoder on a folder (or manifest) of audio")
     p.add_argument("--data", help="audio folder (recursive) or manifest (.jsonl / .txt); default: the demo corpus")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, config.json)")
-    p.add_argument("--method", help="pretraining method (default: bestrq2)")
+    p.add_argument("--method", help="bestrq2 (default), bestrq-vit, bestrq-conformer or audiojepa")
     p.add_argument("--max-steps", type=int, help="optimiser steps; 0 writes a random-init checkpoint")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--stop-after", type=int, help="stop (with a checkpoint) at this step; resume later")
@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pooling", default="mean", choices=["mean", "concat"],
         help="pool each time step's tokens over frequency: mean (reference, D features) or concat (8 x D)",
+    )
+    p.add_argument(
+        "--encoder", choices=["target", "context"],
+        help="audiojepa only: export the EMA target encoder (default) or the context encoder",
     )
     p.set_defaults(fn=cmd_export)
 

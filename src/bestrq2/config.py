@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 PositionKind = Literal["sincos", "rope"]
 QuantizerNorm = Literal["none", "patch", "global"]
+MaskFill = Literal["noise", "token"]
 
 
 class ConfigError(ValueError):
@@ -174,6 +175,62 @@ class MaskConfig:
 
 
 @dataclass(kw_only=True)
+class OneStepConfig:
+    """One-step BEST-RQ (methods ``bestrq-vit`` and ``bestrq-conformer``): how masked inputs are replaced."""
+
+    fill: MaskFill = "noise"
+    """'noise': masked (normalised) inputs become N(0, noise_std) noise, as in BEST-RQ; 'token': a learned
+    vector in input space (a patch, or a stack of frames), the same as a learned embedding after the linear
+    patch embedding."""
+    noise_std: float = 0.1
+    """Standard deviation of the fill noise."""
+
+    def validate(self) -> None:
+        _check(self.noise_std >= 0, "onestep.noise_std must be >= 0")
+
+
+@dataclass(kw_only=True)
+class ConformerConfig:
+    """Frame-based Conformer of ``bestrq-conformer``. Width, depth, heads, feed-forward ratio and drop-path
+    come from ``encoder`` (same size as the ViT); the frames are the frontend's log-mel frames."""
+
+    subsample: int = 4
+    """Mel frames per output frame (stride-2 convolutions; a power of 2). The quantizer reads the
+    ``subsample`` frames of an output frame stacked (4 x 128 = 512 values)."""
+    subsample_channels: int = 128
+    """Channels of the convolutional subsampling."""
+    conv_kernel: int = 15
+    """Kernel of the depthwise convolution in each block (odd)."""
+    mask_span: int = 2
+    """Masked spans, in output frames (2 x 156.25 ms at the default frontend)."""
+
+    def validate(self) -> None:
+        _check(self.subsample >= 2 and self.subsample & (self.subsample - 1) == 0, "conformer.subsample must be 2, 4, 8 ...")
+        _check(self.subsample_channels >= 1, "conformer.subsample_channels must be >= 1")
+        _check(self.conv_kernel % 2 == 1, "conformer.conv_kernel must be odd")
+        _check(self.mask_span >= 1, "conformer.mask_span must be >= 1")
+
+
+@dataclass(kw_only=True)
+class JEPAConfig:
+    """Audio-JEPA: EMA target encoder and latent regression."""
+
+    momentum_start: float = 0.996
+    """EMA momentum of the target encoder at the first step."""
+    momentum_end: float = 1.0
+    """EMA momentum at the last step (train.max_steps)."""
+    momentum_schedule: Literal["linear", "cosine"] = "linear"
+    """Ramp from momentum_start to momentum_end: linear (I-JEPA) or cosine (BYOL)."""
+    loss: Literal["l2", "smooth_l1"] = "l2"
+    """Regression loss against the layer-normalised target features: L2 (Audio-JEPA) or smooth-L1 (I-JEPA)."""
+    export_encoder: Literal["target", "context"] = "target"
+    """Which encoder ``bestrq2 export`` writes (the paper evaluates the target encoder)."""
+
+    def validate(self) -> None:
+        _check(0.0 <= self.momentum_start <= self.momentum_end <= 1.0, "jepa: need 0 <= momentum_start <= momentum_end <= 1")
+
+
+@dataclass(kw_only=True)
 class OptimConfig:
     lr: float = 1e-4
     """Peak learning rate (per global batch as configured)."""
@@ -237,9 +294,14 @@ class Config:
 
     preset: str = "base"
     method: str = "bestrq2"
+    """Pretraining method, a name in ``bestrq2.objectives.BUILDERS`` (bestrq2, bestrq-vit, bestrq-conformer,
+    audiojepa)."""
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    onestep: OneStepConfig = field(default_factory=OneStepConfig)
+    conformer: ConformerConfig = field(default_factory=ConformerConfig)
+    jepa: JEPAConfig = field(default_factory=JEPAConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -252,6 +314,8 @@ class Config:
             if hasattr(value, "validate"):
                 value.validate()
         _check(self.train.batch_size % self.train.accum_steps == 0, "train.batch_size must divide by accum_steps")
+        if self.method == "bestrq-conformer":  # rotary positions over frames
+            _check((self.encoder.width // self.encoder.heads) % 4 == 0, "bestrq-conformer needs a head dim divisible by 4")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -368,6 +432,7 @@ def tiny() -> Config:
     c.encoder.width, c.encoder.depth, c.encoder.heads, c.encoder.drop_path = 192, 4, 3, 0.0
     c.predictor.width, c.predictor.depth, c.predictor.heads = 128, 2, 2
     c.quantizer.codebook_size = 1024
+    c.conformer.subsample_channels = 64
     c.optim.lr = 5e-4
     c.train.batch_size = 16
     c.train.max_steps = 300

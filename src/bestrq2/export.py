@@ -16,36 +16,67 @@ from safetensors.torch import load_file, save_file
 
 from bestrq2 import __version__
 from bestrq2.checkpoint import checkpoint_path, load_checkpoint
-from bestrq2.config import Config, EncoderConfig, FrontendConfig, _from_dict
-from bestrq2.inference import BestRQ2Encoder
+from bestrq2.config import Config, ConformerConfig, EncoderConfig, FrontendConfig, _from_dict
+from bestrq2.inference import BestRQ2Encoder, ConformerEncoder
 
 FORMAT = "bestrq2-encoder"
+ARCHS = ("vit", "conformer")
 
 
-def encoder_state_from_training(model_state: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
-    """Pick the inference encoder's tensors out of a training objective's state dict."""
-    keep = ("frontend.", "encoder.")
-    return {k: v for k, v in model_state.items() if k.startswith(keep)}
+def arch_of(cfg: Config) -> str:
+    """'conformer' for frame-based methods, 'vit' otherwise."""
+    from bestrq2.objectives import FRAME_METHODS
+
+    return "conformer" if cfg.method in FRAME_METHODS else "vit"
 
 
-def build_from_checkpoint(ckpt: dict[str, Any], pooling: str = "mean") -> tuple[BestRQ2Encoder, Config]:
+def inference_encoder(
+    arch: str, frontend: FrontendConfig, encoder: EncoderConfig, conformer: ConformerConfig | None, pooling: str
+) -> BestRQ2Encoder | ConformerEncoder:
+    """The inference module of an architecture (pooling applies to the ViT only)."""
+    if arch == "conformer":
+        return ConformerEncoder(frontend, encoder, conformer or ConformerConfig())
+    if arch != "vit":
+        raise ValueError(f"unknown encoder arch {arch!r}; expected one of {ARCHS}")
+    return BestRQ2Encoder(frontend, encoder, pooling)
+
+
+def encoder_state_from_training(
+    model_state: dict[str, torch.Tensor], cfg: Config, which: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Pick the inference encoder's tensors out of a training objective's state dict.
+
+    For audiojepa ``which`` ('target' or 'context'; default ``cfg.jepa.export_encoder``) chooses the EMA
+    target encoder or the context encoder."""
+    which = which or cfg.jepa.export_encoder
+    source = "target_encoder." if cfg.method == "audiojepa" and which == "target" else "encoder."
+    out = {k: v for k, v in model_state.items() if k.startswith("frontend.")}
+    out.update({"encoder." + k[len(source) :]: v for k, v in model_state.items() if k.startswith(source)})
+    return out
+
+
+def build_from_checkpoint(
+    ckpt: dict[str, Any], pooling: str = "mean", which: str | None = None
+) -> tuple[BestRQ2Encoder | ConformerEncoder, Config]:
     cfg = Config.from_dict(ckpt["config"])
-    enc = BestRQ2Encoder(cfg.frontend, cfg.encoder, pooling)
-    enc.load_state_dict(encoder_state_from_training(ckpt["model"], cfg), strict=True)
+    enc = inference_encoder(arch_of(cfg), cfg.frontend, cfg.encoder, cfg.conformer, pooling)
+    enc.load_state_dict(encoder_state_from_training(ckpt["model"], cfg, which), strict=True)
     return enc, cfg
 
 
-def export(run: str | Path, out: str | Path, pooling: str = "mean") -> Path:
+def export(run: str | Path, out: str | Path, pooling: str = "mean", which: str | None = None) -> Path:
     """Write ``out/config.json`` and ``out/model.safetensors`` from a run folder or checkpoint file.
 
-    ``pooling`` says how the exported encoder pools the tokens of a time step over frequency."""
+    ``pooling`` says how the exported ViT pools the tokens of a time step over frequency (a Conformer
+    has no frequency axis); ``which`` picks audiojepa's target (default) or context encoder."""
     ckpt = load_checkpoint(run)
-    enc, cfg = build_from_checkpoint(ckpt, pooling)
+    enc, cfg = build_from_checkpoint(ckpt, pooling, which)
+    arch = arch_of(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": FORMAT,
-        "arch": "vit",
+        "arch": arch,
         "bestrq2_version": __version__,
         "method": cfg.method,
         "preset": cfg.preset,
@@ -57,13 +88,19 @@ def export(run: str | Path, out: str | Path, pooling: str = "mean") -> Path:
         "frontend": cfg.to_dict()["frontend"],
         "encoder": cfg.to_dict()["encoder"],
     }
+    if arch == "conformer":
+        meta["conformer"] = cfg.to_dict()["conformer"]
+    if cfg.method == "audiojepa":
+        meta["exported_encoder"] = which or cfg.jepa.export_encoder
     state = {k: v.detach().contiguous() for k, v in enc.state_dict().items()}
     save_file(state, str(out / "model.safetensors"), metadata={"format": FORMAT})
     (out / "config.json").write_text(json.dumps(meta, indent=2))
     return out
 
 
-def load_encoder(path: str | Path, device: str | torch.device = "cpu", pooling: str | None = None) -> BestRQ2Encoder:
+def load_encoder(
+    path: str | Path, device: str | torch.device = "cpu", pooling: str | None = None
+) -> BestRQ2Encoder | ConformerEncoder:
     """Load an exported encoder folder (or, for convenience, a run folder / checkpoint file).
 
     ``pooling`` overrides the export's frequency pooling ('mean' or 'concat')."""
@@ -74,7 +111,9 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu", pooling: 
             raise ValueError(f"{path / 'config.json'} is not a {FORMAT} export (format={meta.get('format')!r})")
         frontend = _from_dict(FrontendConfig, meta["frontend"])
         encoder_cfg = _from_dict(EncoderConfig, meta["encoder"])
-        enc = BestRQ2Encoder(frontend, encoder_cfg, pooling or meta.get("pooling", "mean"))
+        conformer = _from_dict(ConformerConfig, meta["conformer"]) if "conformer" in meta else None
+        arch = meta.get("arch", "vit")
+        enc = inference_encoder(arch, frontend, encoder_cfg, conformer, pooling or meta.get("pooling", "mean"))
         enc.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
     elif path.is_file() or checkpoint_path(path).is_file():
         enc, _ = build_from_checkpoint(load_checkpoint(path), pooling or "mean")

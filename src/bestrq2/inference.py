@@ -7,6 +7,9 @@ frequency (``pooling='mean'``, the reference and X-ARES recipe: D features; or `
 n_freq_blocks x D features, which keeps where in frequency each token sits) and the pieces are
 joined again. T' = ceil(T / samples_per_token): every output frame covers
 ``hop_size_in_ms`` of input, the last one possibly partly padding.
+
+``ConformerEncoder`` is the same contract for the frame-based one-step baseline (``bestrq-conformer``):
+one output frame per ``subsample`` mel frames (156.25 ms by default), no frequency axis to pool.
 """
 
 from __future__ import annotations
@@ -15,11 +18,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bestrq2.config import EncoderConfig, FrontendConfig
+from bestrq2.config import ConformerConfig, EncoderConfig, FrontendConfig
+from bestrq2.conformer import Conformer, frame_frontend
 from bestrq2.encoder import ViTEncoder
-from bestrq2.frontend import Frontend
+from bestrq2.frontend import Frontend, unpatchify
 
 POOLINGS = ("mean", "concat")
+
+
+def split_chunks(wav: Tensor, lengths: Tensor, chunk: int) -> tuple[Tensor, Tensor, int]:
+    """[B, T] audio -> [B * nc, S] pieces of at most ``chunk`` samples, their real lengths [B * nc], nc."""
+    B, T = wav.shape
+    n_chunks = max(1, -(-T // chunk))
+    if n_chunks > 1:
+        wav = F.pad(wav, (0, n_chunks * chunk - T))
+    S = wav.shape[1] // n_chunks
+    pieces = wav.reshape(B * n_chunks, S)  # [B * nc, S]
+    starts = torch.arange(n_chunks, device=wav.device) * S
+    piece_len = (lengths[:, None] - starts[None]).clamp(min=0, max=S).reshape(-1)  # [B * nc]
+    return pieces, piece_len, n_chunks
 
 
 class BestRQ2Encoder(nn.Module):
@@ -53,14 +70,7 @@ class BestRQ2Encoder(nn.Module):
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=wav.device)
         n_out = int(self.output_lengths(torch.tensor(T)))
-        chunk = self.chunk_samples
-        n_chunks = max(1, -(-T // chunk))
-        if n_chunks > 1:
-            wav = F.pad(wav, (0, n_chunks * chunk - T))
-        S = wav.shape[1] // n_chunks
-        pieces = wav.reshape(B * n_chunks, S)  # [B * nc, S]
-        starts = torch.arange(n_chunks, device=wav.device) * S
-        piece_len = (lengths[:, None] - starts[None]).clamp(min=0, max=S).reshape(-1)  # [B * nc]
+        pieces, piece_len, n_chunks = split_chunks(wav, lengths, self.chunk_samples)
         feats = self.frontend(pieces, piece_len)
         fb, tb = feats["grid"]
         if layer is None:
@@ -76,3 +86,41 @@ class BestRQ2Encoder(nn.Module):
         else:
             tokens = tokens.permute(0, 2, 1, 3).reshape(B * n_chunks, tb, -1)  # [B*nc, tb, fb*D]
         return tokens.reshape(B, n_chunks * tb, -1)[:, :n_out]  # [B, T', output_dim]
+
+
+class ConformerEncoder(nn.Module):
+    """Frame-based Conformer (``bestrq-conformer``): wav [B, T] -> [B, T', D], one frame per
+    ``subsample`` mel frames; the same chunking and padding rules as :class:`BestRQ2Encoder`."""
+
+    def __init__(self, frontend: FrontendConfig, encoder: EncoderConfig, conformer: ConformerConfig):
+        super().__init__()
+        self.pooling = "none"
+        self.frontend_cfg, self.encoder_cfg, self.conformer_cfg = frontend, encoder, conformer
+        self.frame_cfg = frame_frontend(frontend, conformer)
+        self.frontend = Frontend(self.frame_cfg)
+        self.encoder = Conformer(encoder, conformer, frontend.n_mels)
+        self.sampling_rate = frontend.sample_rate
+        self.output_dim = encoder.width
+        self.hop_size_in_ms = self.frame_cfg.hop_size_in_ms
+        self.chunk_samples = int(round(frontend.chunk_seconds * frontend.sample_rate))
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        spt = self.frame_cfg.samples_per_token
+        return torch.div(lengths + spt - 1, spt, rounding_mode="floor").clamp(min=1)
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None, layer: int | None = None) -> Tensor:
+        """wav [B, T] float at ``sampling_rate``; lengths [B] samples (None: all T real)."""
+        if layer is not None:
+            raise ValueError("ConformerEncoder returns the final layer only")
+        if wav.dim() == 1:
+            wav = wav[None]
+        B, T = wav.shape
+        if lengths is None:
+            lengths = torch.full((B,), T, dtype=torch.long, device=wav.device)
+        n_out = int(self.output_lengths(torch.tensor(T)))
+        pieces, piece_len, n_chunks = split_chunks(wav, lengths, self.chunk_samples)
+        feats = self.frontend(pieces, piece_len)
+        fe = self.frame_cfg
+        mel = unpatchify(feats["patches"], feats["grid"], fe.patch_freq, fe.patch_time)  # [B*nc, F, T]
+        frames = self.encoder(mel, feats["padding"])  # [B*nc, T', D]
+        return frames.reshape(B, n_chunks * frames.shape[1], -1)[:, :n_out]  # [B, T', D]

@@ -88,3 +88,34 @@ def sample_masks(padding: Tensor, cfg: MaskConfig, generator: torch.Generator) -
     mask_pad = torch.gather(padding, 1, ids_mask)
     keep_pad = torch.gather(padding, 1, ids_keep)
     return Masks(ids_keep, keep_pad, ids_mask, mask_pad, ratio, bool(padding.any()))
+
+
+def sample_span_masks(padding: Tensor, cfg: MaskConfig, span: int, generator: torch.Generator) -> Masks:
+    """Masks of whole spans of ``span`` consecutive frames over a 1-D frame axis (BEST-RQ style).
+
+    The frames are grouped into blocks of ``span`` (the last one possibly shorter); blocks are masked
+    exactly as patches are (:func:`sample_masks`), then each block stands for its frames.
+
+    Args:
+      padding: [B, T] bool, True for frames that hold no audio.
+    """
+    padding = padding.cpu()
+    B, T = padding.shape
+    nb = -(-T // span)
+    block_pad = torch.ones(B, nb * span, dtype=torch.bool)
+    block_pad[:, :T] = padding
+    block_pad = block_pad.reshape(B, nb, span).all(-1)  # [B, nb]: a block is padding if all its frames are
+    blocks = sample_masks(block_pad, cfg, generator)
+
+    def frames(ids: Tensor) -> tuple[Tensor, Tensor]:
+        f = (ids[..., None] * span + torch.arange(span)).reshape(B, -1)  # [B, n * span] frame ids
+        out = f >= T  # frames past the end of the last, short block
+        f = f.clamp(max=T - 1)
+        return f, out
+
+    ids_mask, out_m = frames(blocks.ids_mask)
+    ids_keep, out_k = frames(blocks.ids_keep)
+    # a frame past T duplicates frame T-1: flag it as padding so that it is neither seen twice nor scored
+    mask_pad = torch.gather(padding, 1, ids_mask) | out_m
+    keep_pad = torch.gather(padding, 1, ids_keep) | out_k
+    return Masks(ids_keep, keep_pad, ids_mask, mask_pad, blocks.ratio, bool(mask_pad.any() or keep_pad.any()))

@@ -37,11 +37,10 @@ from bestrq2.distributed import (
     cleanup,
     init_distributed,
 )
-from bestrq2.frontend import token_padding
 from bestrq2.layers import num_params
 from bestrq2.logs import RunLogger
-from bestrq2.masking import mask_generator, sample_masks
-from bestrq2.objectives import build_objective
+from bestrq2.masking import mask_generator
+from bestrq2.objectives import build_objective, sample_batch_masks
 from bestrq2.optim import build_optimizer, lr_at
 from bestrq2.quantizer import code_usage
 
@@ -211,8 +210,8 @@ def _pretrain(
                         bad_files.add(path)
                         skipped[reason] += 1
                 lengths = batch["lengths"]
-                padding = token_padding(cfg.frontend, lengths, batch["wav"].shape[1])
-                masks = sample_masks(padding, cfg.mask, mask_generator(tc.seed, info.rank, step * tc.accum_steps + k))
+                gen = mask_generator(tc.seed, info.rank, step * tc.accum_steps + k)
+                masks = sample_batch_masks(cfg, lengths, batch["wav"].shape[1], gen)
                 wav = batch["wav"].to(info.device, non_blocking=True)
                 sync = contextlib.nullcontext() if (k == tc.accum_steps - 1 or not info.enabled) else model.no_sync()
                 with sync, torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -237,6 +236,8 @@ def _pretrain(
             bad_steps = 0
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if hasattr(core, "update_target"):  # an EMA teacher (audiojepa) follows the updated weights
+                core.update_target(step)
             step += 1
             last_loss = loss
             window["loss"] += loss
@@ -248,7 +249,7 @@ def _pretrain(
             if step % tc.log_every == 0 or step == end:
                 now = time.time()
                 clips = window["n"] * tc.batch_size
-                usage = code_usage(out["targets"], cfg.quantizer.codebook_size)
+                usage = code_usage(out["targets"], cfg.quantizer.codebook_size) if "targets" in out else {}
                 row = {
                     "step": step,
                     "loss": window["loss"] / window["n"],
@@ -257,8 +258,7 @@ def _pretrain(
                     "grad_norm": float(grad_norm),
                     "clips_per_s": clips / max(now - t_log, 1e-9),
                     "mask_ratio": masks.ratio,
-                    "codes_used": usage["codes_used"],
-                    "perplexity": usage["perplexity"],
+                    **usage,  # codes_used, perplexity (methods with code targets)
                     "skipped_files": len(bad_files),
                     "bad_steps": bad_steps,
                     "elapsed_s": now - t0,

@@ -1,19 +1,35 @@
-"""Pretraining objectives, registered by method name; each is built from shared parts."""
+"""Pretraining objectives, registered by method name; each is built from shared parts.
+
+  bestrq2           encoder on visible patches, predictor fills the masked ones, codes (two steps)
+  bestrq-vit        one-step BEST-RQ: all patches (masked ones noised) through the ViT, codes
+  bestrq-conformer  one-step BEST-RQ on log-mel frames with a Conformer, codes
+  audiojepa         encoder on visible patches, predictor regresses an EMA target encoder's features
+
+``sample_batch_masks`` draws the masks of a batch for any method (patches, or spans of frames).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from bestrq2.config import Config, ConfigError
+from bestrq2.conformer import Conformer, frame_frontend
 from bestrq2.encoder import ViTEncoder
-from bestrq2.frontend import Frontend
+from bestrq2.frontend import Frontend, token_padding
+from bestrq2.masking import Masks, sample_masks, sample_span_masks
+from bestrq2.objectives.audiojepa import AudioJEPA
+from bestrq2.objectives.bestrq import BestRQ, MaskFill
 from bestrq2.objectives.bestrq2 import BestRQ2, CodeHeads
+from bestrq2.objectives.bestrq_conformer import BestRQConformer
 from bestrq2.predictor import Predictor
 from bestrq2.quantizer import RandomProjectionQuantizer
 
 BUILDERS: dict[str, Callable[[Config], nn.Module]] = {}
+FRAME_METHODS = {"bestrq-conformer"}
+"""Methods whose encoder is frame-based (Conformer) rather than a ViT over patches."""
 
 
 def register(name: str) -> Callable[[Callable[[Config], nn.Module]], Callable[[Config], nn.Module]]:
@@ -24,17 +40,56 @@ def register(name: str) -> Callable[[Callable[[Config], nn.Module]], Callable[[C
     return deco
 
 
+def _code_heads(cfg: Config, width: int) -> CodeHeads:
+    return CodeHeads(width, cfg.quantizer.num_codebooks, cfg.quantizer.codebook_size)
+
+
 @register("bestrq2")
 def build_bestrq2(cfg: Config) -> BestRQ2:
     fe = cfg.frontend
     encoder = ViTEncoder(cfg.encoder, fe.patch_dim)
     predictor = Predictor(cfg.predictor, cfg.encoder.width, cfg.encoder.positions)
     quantizer = RandomProjectionQuantizer(cfg.quantizer, fe.patch_dim, fe)
-    heads = CodeHeads(cfg.predictor.width, cfg.quantizer.num_codebooks, cfg.quantizer.codebook_size)
-    return BestRQ2(Frontend(fe), encoder, predictor, quantizer, heads)
+    return BestRQ2(Frontend(fe), encoder, predictor, quantizer, _code_heads(cfg, cfg.predictor.width))
+
+
+@register("bestrq-vit")
+def build_bestrq_vit(cfg: Config) -> BestRQ:
+    fe = cfg.frontend
+    encoder = ViTEncoder(cfg.encoder, fe.patch_dim)
+    quantizer = RandomProjectionQuantizer(cfg.quantizer, fe.patch_dim, fe)
+    fill = MaskFill(cfg.onestep, fe.patch_dim)
+    return BestRQ(Frontend(fe), encoder, fill, quantizer, _code_heads(cfg, cfg.encoder.width))
+
+
+@register("bestrq-conformer")
+def build_bestrq_conformer(cfg: Config) -> BestRQConformer:
+    fe = frame_frontend(cfg.frontend, cfg.conformer)
+    encoder = Conformer(cfg.encoder, cfg.conformer, fe.n_mels)
+    quantizer = RandomProjectionQuantizer(cfg.quantizer, fe.patch_dim, fe)  # stacked frames: s x n_mels
+    fill = MaskFill(cfg.onestep, fe.patch_dim)
+    return BestRQConformer(Frontend(fe), encoder, fill, quantizer, _code_heads(cfg, cfg.encoder.width))
+
+
+@register("audiojepa")
+def build_audiojepa(cfg: Config) -> AudioJEPA:
+    fe = cfg.frontend
+    encoder = ViTEncoder(cfg.encoder, fe.patch_dim)
+    predictor = Predictor(cfg.predictor, cfg.encoder.width, cfg.encoder.positions)
+    head = nn.Linear(cfg.predictor.width, cfg.encoder.width)
+    return AudioJEPA(Frontend(fe), encoder, predictor, head, cfg.jepa, cfg.train.max_steps)
 
 
 def build_objective(cfg: Config) -> nn.Module:
     if cfg.method not in BUILDERS:
         raise ConfigError(f"unknown method {cfg.method!r}; choose from {sorted(BUILDERS)}")
     return BUILDERS[cfg.method](cfg)
+
+
+def sample_batch_masks(cfg: Config, lengths: Tensor, num_samples: int, generator: torch.Generator) -> Masks:
+    """Masks for a batch of clips of ``lengths`` samples padded to ``num_samples``: random patches of
+    the token grid, or (frame-based methods) random spans of output frames."""
+    if cfg.method in FRAME_METHODS:
+        padding = token_padding(frame_frontend(cfg.frontend, cfg.conformer), lengths, num_samples)  # [B, T']
+        return sample_span_masks(padding, cfg.mask, cfg.conformer.mask_span, generator)
+    return sample_masks(token_padding(cfg.frontend, lengths, num_samples), cfg.mask, generator)

@@ -1,0 +1,69 @@
+"""BEST-RQ, one step, on the ViT: every patch goes through the encoder, masked ones replaced.
+
+forward: waveform -> frontend -> quantizer codes of the masked raw patches (targets)
+         masked normalised patches -> noise N(0, 0.1) (or a learned token) -> encoder(all N patches)
+         -> linear head(s) at the masked positions -> cross-entropy on real masked patches.
+This is the one-step baseline of the BEST-RQ-2 paper: same frontend, quantizer, masks and encoder,
+but the encoder itself must predict (no predictor), and it reads N tokens instead of K.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bestrq2.config import OneStepConfig
+from bestrq2.encoder import ViTEncoder
+from bestrq2.frontend import Frontend
+from bestrq2.masking import Masks
+from bestrq2.objectives.bestrq2 import CodeHeads, code_loss, gather_rows, real_rows
+from bestrq2.quantizer import RandomProjectionQuantizer
+
+
+class MaskFill(nn.Module):
+    """Replace the masked rows of an input sequence: [B, N, P] -> [B, N, P].
+
+    'noise' draws N(0, noise_std) per value (BEST-RQ, on normalised features); 'token' writes a learned
+    vector. In input space a learned vector is as expressive as a learned embedding: the patch embedding
+    is an affine map onto the token space.
+    """
+
+    def __init__(self, cfg: OneStepConfig, dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.mask_token = nn.Parameter(torch.zeros(dim)) if cfg.fill == "token" else None
+
+    def forward(self, x: Tensor, ids_mask: Tensor) -> Tensor:
+        B, M = ids_mask.shape
+        if self.mask_token is not None:
+            fill = self.mask_token.to(x.dtype).expand(B, M, -1)  # [B, M, P]
+        else:
+            fill = torch.randn(B, M, x.shape[-1], device=x.device, dtype=x.dtype) * self.cfg.noise_std
+        return x.scatter(1, ids_mask[..., None].expand(-1, -1, x.shape[-1]), fill)
+
+
+class BestRQ(nn.Module):
+    def __init__(
+        self,
+        frontend: Frontend,
+        encoder: ViTEncoder,
+        fill: MaskFill,
+        quantizer: RandomProjectionQuantizer,
+        heads: CodeHeads,
+    ):
+        super().__init__()
+        self.frontend = frontend
+        self.encoder = encoder
+        self.fill = fill
+        self.quantizer = quantizer
+        self.heads = heads
+
+    def forward(self, wav: Tensor, lengths: Tensor, masks: Masks) -> dict[str, Tensor]:
+        feats = self.frontend(wav, lengths)
+        targets = self.quantizer(real_rows(gather_rows(feats["raw"], masks.ids_mask), masks))  # [n, C]
+        patches = self.fill(feats["patches"], masks.ids_mask)  # [B, N, P]
+        padding = feats["padding"] if masks.any_padding else None
+        tokens = self.encoder(patches, feats["grid"], padding=padding)  # [B, N, D]: all tokens
+        logits = self.heads(real_rows(gather_rows(tokens, masks.ids_mask), masks))  # [n, C, V]
+        loss, acc = code_loss(logits, targets)
+        return {"loss": loss, "acc": acc, "targets": targets.detach()}
