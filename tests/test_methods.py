@@ -218,3 +218,14 @@ def test_span_masks_cover_whole_spans_and_respect_padding():
                 assert partner in masked
     again = sample_span_masks(padding, cfg, span, mask_generator(0, 0, 1))
     assert torch.equal(m.ids_mask, again.ids_mask)
+
+
+def test_random_init_floor_of_a_conformer_export_is_a_conformer(tmp_path):
+    from bestrq2.checkpoint import atomic_save
+    from bestrq2.evaluation.models import resolve_model
+
+    cfg = method_config("bestrq-conformer", train__max_steps=0)
+    ckpt = tmp_path / "ckpt.pt"
+    atomic_save({"config": cfg.to_dict(), "model": build_objective(cfg).state_dict(), "step": 0}, ckpt)
+    enc = resolve_model(f"random:{export(ckpt, tmp_path / 'exp')}").build()
+    assert type(enc).__name__ == "ConformerEncoder" and enc.hop_size_in_ms == 156.25

@@ -13,7 +13,7 @@ import time
 import torch
 
 from bestrq2.config import Config
-from bestrq2.inference import BestRQ2Encoder
+from bestrq2.export import arch_of, inference_encoder
 from bestrq2.layers import num_params
 from bestrq2.masking import mask_generator
 from bestrq2.objectives import build_objective, sample_batch_masks
@@ -60,7 +60,7 @@ def bench_train(cfg: Config, batch_size: int, steps: int, warmup: int, device: t
 
 @torch.inference_mode()
 def bench_inference(cfg: Config, batch_size: int, seconds: float, repeats: int, device: torch.device) -> dict[str, float]:
-    enc = BestRQ2Encoder(cfg.frontend, cfg.encoder).to(device).eval()
+    enc = inference_encoder(arch_of(cfg), cfg.frontend, cfg.encoder, cfg.conformer, "mean").to(device).eval()
     wav = torch.randn(batch_size, int(seconds * cfg.frontend.sample_rate), device=device) * 0.1
     use_bf16 = cfg.train.bf16 and device.type == "cuda"
     times = []

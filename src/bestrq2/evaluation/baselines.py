@@ -1,6 +1,6 @@
 """Floors for every result table: log-mel statistics and a random-init encoder.
 
-Both follow the encoder contract of :class:`bestrq2.inference.BestRQ2Encoder`:
+Both follow the encoder contract of ``bestrq2.inference.BestRQ2Encoder``:
 ``forward(wav[B, T], lengths=None) -> [B, T', D]``, ``output_lengths``, ``sampling_rate``,
 ``output_dim`` and ``hop_size_in_ms``, so the evaluator (and X-ARES) treat them like any model.
 """
@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bestrq2.config import EncoderConfig, FrontendConfig
+from bestrq2.config import ConformerConfig, EncoderConfig, FrontendConfig
 from bestrq2.frontend import LogMel
-from bestrq2.inference import BestRQ2Encoder
 
 
 class LogMelStatsEncoder(nn.Module):
@@ -60,9 +59,17 @@ class LogMelStatsEncoder(nn.Module):
 
 
 def random_encoder(
-    frontend: FrontendConfig, encoder: EncoderConfig, seed: int = 0, pooling: str = "mean"
-) -> BestRQ2Encoder:
-    """A freshly initialised encoder (the same for the same configs and seed); global RNG untouched."""
+    frontend: FrontendConfig,
+    encoder: EncoderConfig,
+    seed: int = 0,
+    pooling: str = "mean",
+    arch: str = "vit",
+    conformer: ConformerConfig | None = None,
+) -> nn.Module:
+    """A freshly initialised encoder (the same for the same configs and seed); global RNG untouched.
+    ``arch`` 'vit' (a :class:`BestRQ2Encoder`) or 'conformer' (a ConformerEncoder, no pooling)."""
+    from bestrq2.export import inference_encoder
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return BestRQ2Encoder(frontend, encoder, pooling).eval()
+        return inference_encoder(arch, frontend, encoder, conformer, pooling).eval()

@@ -18,7 +18,15 @@ from pathlib import Path
 
 from torch import nn
 
-from bestrq2.config import PRESETS, Config, EncoderConfig, FrontendConfig, _from_dict, get_preset
+from bestrq2.config import (
+    PRESETS,
+    Config,
+    ConformerConfig,
+    EncoderConfig,
+    FrontendConfig,
+    _from_dict,
+    get_preset,
+)
 from bestrq2.evaluation.baselines import LogMelStatsEncoder, random_encoder
 
 KEY_VERSION = "1"
@@ -57,26 +65,41 @@ def _is_export(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
 
-def _configs(source: str) -> tuple[FrontendConfig, EncoderConfig, str, str]:
-    """Frontend and encoder config of a preset name or an export folder, a short name, and the
-    frequency pooling (an export's own; 'mean' otherwise)."""
+@dataclass
+class _Arch:
+    """What a random-init encoder needs: configs, architecture, a short name and the pooling."""
+
+    frontend: FrontendConfig
+    encoder: EncoderConfig
+    name: str
+    pooling: str
+    arch: str = "vit"
+    conformer: ConformerConfig | None = None
+
+
+def _configs(source: str) -> _Arch:
+    """Configs of a preset name, an export folder or a run (pooling: an export's own; 'mean' otherwise)."""
     path = Path(source)
     if _is_export(path):
         meta = json.loads((path / "config.json").read_text())
-        return (
+        return _Arch(
             _from_dict(FrontendConfig, meta["frontend"]),
             _from_dict(EncoderConfig, meta["encoder"]),
             path.name,
             meta.get("pooling", "mean"),
+            meta.get("arch", "vit"),
+            _from_dict(ConformerConfig, meta["conformer"]) if "conformer" in meta else None,
         )
     if source in PRESETS:
         cfg = get_preset(source)
-        return cfg.frontend, cfg.encoder, source, "mean"
+        return _Arch(cfg.frontend, cfg.encoder, source, "mean")
     if path.is_file() or (path / "checkpoints").is_dir():
         from bestrq2.checkpoint import load_checkpoint
+        from bestrq2.export import arch_of
 
         cfg = Config.from_dict(load_checkpoint(path)["config"])
-        return cfg.frontend, cfg.encoder, path.resolve().name if path.is_dir() else path.stem, "mean"
+        name = path.resolve().name if path.is_dir() else path.stem
+        return _Arch(cfg.frontend, cfg.encoder, name, "mean", arch_of(cfg), cfg.conformer)
     raise ValueError(f"random:{source}: not a preset ({sorted(PRESETS)}), an export folder nor a run")
 
 
@@ -97,10 +120,13 @@ def resolve_model(spec: str, layer: int | None = None) -> ModelSpec:
         m = re.fullmatch(r"(.+):(\d+)", source)
         if m and not Path(source).exists():
             source, seed = m.group(1), int(m.group(2))
-        fe, enc, short, pooling = _configs(source)
-        name = f"random-{short}" + (f"-{seed}" if seed else "") + ("" if layer is None else f"-layer{layer}")
-        key = _digest("random", _config_json(fe, enc), str(seed), pooling, tag)
-        return ModelSpec(spec, name, key, lambda: random_encoder(fe, enc, seed, pooling), layer)
+        a = _configs(source)
+        name = f"random-{a.name}" + (f"-{seed}" if seed else "") + ("" if layer is None else f"-layer{layer}")
+        parts = (a.frontend, a.encoder) + ((a.conformer,) if a.arch == "conformer" else ())
+        key = _digest("random", _config_json(*parts), str(seed), a.pooling, tag)
+        return ModelSpec(
+            spec, name, key, lambda: random_encoder(a.frontend, a.encoder, seed, a.pooling, a.arch, a.conformer), layer
+        )
     path = Path(spec)
     if _is_export(path):
         key = _digest(
