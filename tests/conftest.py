@@ -46,3 +46,21 @@ def real_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("corpus")
     manifest = build_corpus(out, small=True)
     return Path(manifest).parent
+
+
+@pytest.fixture(scope="session")
+def micro_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init exported encoder (max_steps=0) of the micro config, on two noise clips."""
+    import numpy as np
+    import soundfile as sf
+
+    from bestrq2.export import export
+    from bestrq2.train import pretrain
+
+    root = tmp_path_factory.mktemp("micro_export")
+    (root / "audio").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        sf.write(root / "audio" / f"n{i}.wav", (0.1 * rng.standard_normal(3 * 16000)).astype(np.float32), 16000)
+    pretrain(micro_config(train__max_steps=0), root / "audio", root / "run", progress=False, tensorboard=False)
+    return export(root / "run", root / "export")

@@ -5,32 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from bestrq2.evaluation.adapters import XaresLLMEncoder, check_xares_llm_encoder
-from bestrq2.export import export
-from bestrq2.train import pretrain
-from tests.conftest import micro_config
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
-
-
-@pytest.fixture(scope="module")
-def micro_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-init exported encoder (max_steps=0) of the micro config."""
-    root = tmp_path_factory.mktemp("adapters")
-    (root / "audio").mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        sf.write(root / "audio" / f"n{i}.wav", (0.1 * rng.standard_normal(3 * SR)).astype(np.float32), SR)
-    pretrain(
-        micro_config(train__max_steps=0), root / "audio", root / "run", progress=False, tensorboard=False
-    )
-    return export(root / "run", root / "export")
 
 
 def _load_example(monkeypatch: pytest.MonkeyPatch) -> type:

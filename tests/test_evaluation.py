@@ -21,8 +21,6 @@ from bestrq2.evaluation.models import resolve_model
 from bestrq2.evaluation.probe import ProbeConfig, epoch_lr, train_probe
 from bestrq2.evaluation.report import aggregate, compare_markdown
 from bestrq2.evaluation.tasks import IGNORE, align_frame_labels, load_suite
-from bestrq2.export import export
-from bestrq2.train import pretrain
 from tests.conftest import micro_config
 
 SR = 16000
@@ -66,20 +64,6 @@ def write_suite(root: Path, frame_task: bool = True) -> Path:
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_suite(tmp_path_factory.mktemp("suite"))
-
-
-@pytest.fixture(scope="module")
-def micro_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-init exported encoder (max_steps=0) of the micro config."""
-    root = tmp_path_factory.mktemp("model")
-    (root / "audio").mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        sf.write(root / "audio" / f"n{i}.wav", (0.1 * rng.standard_normal(3 * SR)).astype(np.float32), SR)
-    pretrain(
-        micro_config(train__max_steps=0), root / "audio", root / "run", progress=False, tensorboard=False
-    )
-    return export(root / "run", root / "export")
 
 
 def blobs(

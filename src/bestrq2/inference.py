@@ -39,6 +39,15 @@ def split_chunks(wav: Tensor, lengths: Tensor, chunk: int) -> tuple[Tensor, Tens
     return pieces, piece_len, n_chunks
 
 
+def batch_with_lengths(wav: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+    """[T] or [B, T] audio -> [B, T] and per-clip lengths (all T when none are given)."""
+    if wav.dim() == 1:
+        wav = wav[None]
+    if lengths is None:
+        lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
+    return wav, lengths
+
+
 class BestRQ2Encoder(nn.Module):
     def __init__(self, frontend: FrontendConfig, encoder: EncoderConfig, pooling: str = "mean"):
         super().__init__()
@@ -64,11 +73,8 @@ class BestRQ2Encoder(nn.Module):
         ``layer`` picks a block's output (0-based, -1 = last block before the final norm)
         instead of the final normed tokens.
         """
-        if wav.dim() == 1:
-            wav = wav[None]
+        wav, lengths = batch_with_lengths(wav, lengths)
         B, T = wav.shape
-        if lengths is None:
-            lengths = torch.full((B,), T, dtype=torch.long, device=wav.device)
         n_out = int(self.output_lengths(torch.tensor(T)))
         pieces, piece_len, n_chunks = split_chunks(wav, lengths, self.chunk_samples)
         feats = self.frontend(pieces, piece_len)
@@ -112,11 +118,8 @@ class ConformerEncoder(nn.Module):
         """wav [B, T] float at ``sampling_rate``; lengths [B] samples (None: all T real)."""
         if layer is not None:
             raise ValueError("ConformerEncoder returns the final layer only")
-        if wav.dim() == 1:
-            wav = wav[None]
+        wav, lengths = batch_with_lengths(wav, lengths)
         B, T = wav.shape
-        if lengths is None:
-            lengths = torch.full((B,), T, dtype=torch.long, device=wav.device)
         n_out = int(self.output_lengths(torch.tensor(T)))
         pieces, piece_len, n_chunks = split_chunks(wav, lengths, self.chunk_samples)
         feats = self.frontend(pieces, piece_len)
