@@ -34,7 +34,7 @@ def test_pretraining_on_real_audio_learns(real_corpus, tmp_path):
     first = np.mean([r["loss"] for r in log[:5]])
     last = np.mean([r["loss"] for r in log[-5:]])
     acc = np.mean([r["acc"] for r in log[-5:]])
-    assert last < first - 0.5, f"loss did not fall: {first:.3f} -> {last:.3f}"
+    assert last < first - 0.3, f"loss did not fall: {first:.3f} -> {last:.3f}"
     chance = 1.0 / cfg.quantizer.codebook_size
     assert acc > 5 * chance, f"code accuracy {acc:.4f} is not above chance {chance:.4f}"
     assert log[-1]["codes_used"] > 10
