@@ -260,10 +260,16 @@ class DataConfig:
     num_workers: int = 2
     """DataLoader worker processes per rank."""
     extensions: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
+    shuffle_buffer: int = 2000
+    """Tar shards only: clips held in each loader worker's shuffle buffer (0: shard order)."""
+    prefetch_factor: int = 4
+    """Batches each loader worker prepares ahead."""
 
     def validate(self) -> None:
         _check(self.crop_seconds > 0, "data.crop_seconds must be positive")
         _check(self.num_workers >= 0, "data.num_workers must be >= 0")
+        _check(self.shuffle_buffer >= 0, "data.shuffle_buffer must be >= 0")
+        _check(self.prefetch_factor >= 1, "data.prefetch_factor must be >= 1")
 
 
 @dataclass(kw_only=True)
@@ -289,6 +295,23 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True)
+class ParallelConfig:
+    """How the model is spread over devices and made fast; none of it changes the maths of a step,
+    so a resumed run may change these settings (all other settings come from the run's checkpoint)."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """With several ranks: 'ddp' replicates the model; 'fsdp' shards parameters, gradients and optimiser
+    state per transformer block (FSDP2 ``fully_shard``). One rank: plain module either way."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block's activations in the backward pass (less memory, ~1/3 more compute)."""
+    compile: bool = False
+    """``torch.compile`` each transformer block (long first steps; pays off on GPU)."""
+
+    def validate(self) -> None:
+        pass
+
+
+@dataclass(kw_only=True)
 class Config:
     """Everything a run needs; saved as config.json in the run folder and in every checkpoint."""
 
@@ -307,6 +330,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def validate(self) -> Config:
         for f in dataclasses.fields(self):

@@ -6,8 +6,10 @@ without padding. With padded audio, only real tokens are masked or kept: example
 m_i = round(r * n_i) of its n_i real tokens, and the padding tokens fill the remaining
 slots, flagged invalid (the encoder ignores them as keys; the loss ignores them).
 
-Masks come from an explicit ``torch.Generator`` seeded by (seed, rank, step), so they are
-reproducible, differ on every rank and every example, and resume exactly.
+Masks come from explicit ``torch.Generator`` objects, so they are reproducible and resume exactly.
+In training, the batch's ratio comes from a generator seeded by (seed, step) and each example's mask
+from one seeded by (seed, its slot in the global batch, step): every example differs, and the masks
+of a step do not depend on how the global batch is split over ranks (1 rank x 16 == 2 ranks x 8).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ class Masks:
     ratio: float
     any_padding: bool  # known on the host, so full batches skip padding logic without a device sync
 
+    @property
+    def num_scored(self) -> int:
+        """Masked slots that hold real audio: the rows every objective averages its loss over."""
+        return int((~self.mask_pad).sum())
+
     def to(self, device: torch.device | str) -> Masks:
         return Masks(
             self.ids_keep.to(device, non_blocking=True),
@@ -40,18 +47,35 @@ class Masks:
         )
 
 
-def mask_generator(seed: int, rank: int, step: int) -> torch.Generator:
-    """A CPU generator unique to (seed, rank, step)."""
+def mask_generator(seed: int, stream: int, step: int) -> torch.Generator:
+    """A CPU generator unique to (seed, stream, step)."""
     g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + rank) * 1_000_000_007 + step)
+    g.manual_seed((seed * 1_000_003 + stream) * 1_000_000_007 + step)
     return g
 
 
-def sample_masks(padding: Tensor, cfg: MaskConfig, generator: torch.Generator) -> Masks:
+def slot_generators(seed: int, slots: list[int], step: int) -> list[torch.Generator]:
+    """One generator per example, keyed by its slot in the global batch (stream 0 is the ratio's)."""
+    return [mask_generator(seed, 1 + s, step) for s in slots]
+
+
+def _scores(B: int, N: int, generator: torch.Generator, rows: list[torch.Generator] | None) -> Tensor:
+    if rows is None:
+        return torch.rand(B, N, generator=generator, dtype=torch.float64)
+    if len(rows) != B:
+        raise ValueError(f"{len(rows)} row generators for a batch of {B}")
+    return torch.stack([torch.rand(N, generator=g, dtype=torch.float64) for g in rows])
+
+
+def sample_masks(
+    padding: Tensor, cfg: MaskConfig, generator: torch.Generator, rows: list[torch.Generator] | None = None
+) -> Masks:
     """Sample masks for a batch.
 
     Args:
       padding: [B, N] bool, True for tokens that hold no audio.
+      generator: draws the batch's mask ratio (and, without ``rows``, every example's mask).
+      rows: one generator per example for its mask (see :func:`slot_generators`).
     """
     padding = padding.cpu()
     B, N = padding.shape
@@ -68,7 +92,7 @@ def sample_masks(padding: Tensor, cfg: MaskConfig, generator: torch.Generator) -
     m = torch.maximum(torch.minimum(m, hi), lo)  # [B]
 
     # random order of tokens: real tokens first (shuffled), padding after
-    scores = torch.rand(B, N, generator=generator) + padding.double()  # padding sorts last
+    scores = _scores(B, N, generator, rows) + padding.double()  # padding sorts last
     order = scores.argsort(dim=1)  # [B, N] token ids, rank-ordered
     rank = torch.arange(N)[None].expand(B, N)  # rank of each entry of `order`
     is_real = rank < n_valid[:, None]
@@ -90,7 +114,9 @@ def sample_masks(padding: Tensor, cfg: MaskConfig, generator: torch.Generator) -
     return Masks(ids_keep, keep_pad, ids_mask, mask_pad, ratio, bool(padding.any()))
 
 
-def sample_span_masks(padding: Tensor, cfg: MaskConfig, span: int, generator: torch.Generator) -> Masks:
+def sample_span_masks(
+    padding: Tensor, cfg: MaskConfig, span: int, generator: torch.Generator, rows: list[torch.Generator] | None = None
+) -> Masks:
     """Masks of whole spans of ``span`` consecutive frames over a 1-D frame axis (BEST-RQ style).
 
     The frames are grouped into blocks of ``span`` (the last one possibly shorter); blocks are masked
@@ -105,7 +131,7 @@ def sample_span_masks(padding: Tensor, cfg: MaskConfig, span: int, generator: to
     block_pad = torch.ones(B, nb * span, dtype=torch.bool)
     block_pad[:, :T] = padding
     block_pad = block_pad.reshape(B, nb, span).all(-1)  # [B, nb]: a block is padding if all its frames are
-    blocks = sample_masks(block_pad, cfg, generator)
+    blocks = sample_masks(block_pad, cfg, generator, rows)
 
     def frames(ids: Tensor) -> tuple[Tensor, Tensor]:
         f = (ids[..., None] * span + torch.arange(span)).reshape(B, -1)  # [B, n * span] frame ids

@@ -5,15 +5,15 @@
            every ckpt_every steps and at the end: atomic checkpoint (model, optimiser, step,
            RNG states of every rank, data position, config)
 
-Parallelism is applied from outside the model (DDP here when world > 1). Everything random is
-seeded: model init by ``train.seed``; masks by (seed, rank, micro-step); data crops by
-(seed, epoch, index); drop-path by per-rank torch RNG states saved in the checkpoint. So
-``--resume`` continues exactly where an interrupted run stopped.
+Parallelism is applied from outside the model (:mod:`bestrq2.parallel`: DDP or FSDP2 when world > 1,
+activation checkpointing, torch.compile). Everything random is seeded: model init by ``train.seed``;
+masks by (seed, micro-step, slot in the global batch); data crops by (seed, epoch, index); drop-path by
+per-rank torch RNG states saved in the checkpoint. So ``--resume`` continues exactly where an
+interrupted run stopped, and the same global batch on 1 or N ranks takes the same steps.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import signal
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from bestrq2.checkpoint import atomic_save, checkpoint_path, load_checkpoint, rng_state, set_rng_state
@@ -33,15 +32,28 @@ from bestrq2.distributed import (
     DistInfo,
     all_gather_objects,
     all_reduce_mean,
+    all_reduce_sum,
     barrier,
     cleanup,
     init_distributed,
 )
 from bestrq2.layers import num_params
 from bestrq2.logs import RunLogger
-from bestrq2.masking import mask_generator
+from bestrq2.masking import mask_generator, slot_generators
 from bestrq2.objectives import build_objective, sample_batch_masks
 from bestrq2.optim import build_optimizer, lr_at
+from bestrq2.parallel import (
+    full_state,
+    grad_norm_value,
+    load_optimizer_state,
+    no_gradient_sync,
+    params_checksum,
+    prepare_model,
+)
+try:  # TEMP until shards land
+    from bestrq2.shards import build_shard_loader, is_shard_source
+except ImportError:
+    def is_shard_source(s): return False
 from bestrq2.quantizer import code_usage
 
 
@@ -73,10 +85,6 @@ class _StopFlag:
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, DDP) else model
 
 
 def pretrain(
@@ -113,9 +121,11 @@ def _pretrain(
         if not resume:
             raise FileExistsError(f"{run_dir} already holds a checkpoint: pass --resume to continue it, or another --out")
         ckpt = load_checkpoint(ckpt_file)
-        if info.is_main and Config.from_dict(ckpt["config"]) != cfg:
-            print(f"resuming {run_dir}: using the run's saved config (command-line settings are ignored)")
-        cfg = Config.from_dict(ckpt["config"])  # a resumed run keeps its own config
+        saved = Config.from_dict(ckpt["config"])
+        saved.parallel = cfg.parallel  # how to run may change on resume; what to compute may not
+        if info.is_main and saved != cfg:
+            print(f"resuming {run_dir}: using the run's saved config (command-line settings other than parallel.* are ignored)")
+        cfg = saved
     cfg.validate()
     tc = cfg.train
     per_rank = tc.batch_size // info.world
@@ -124,49 +134,50 @@ def _pretrain(
             f"train.batch_size {tc.batch_size} must divide by world size {info.world} x accum_steps {tc.accum_steps}"
         )
     micro = per_rank // tc.accum_steps
-    files = list_audio(data, cfg.data.extensions)
+    sharded = is_shard_source(str(data))
+    files = [] if sharded else list_audio(data, cfg.data.extensions)
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
-    model = build_objective(cfg).to(info.device)
-    optimizer = build_optimizer(model, cfg.optim, info.device)
+    core = build_objective(cfg).to(info.device)
     step, position = 0, (0, 0)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        core.load_state_dict(ckpt["model"])
+    model = prepare_model(core, cfg.parallel, info)  # `core` stays the plain handle (EMA, checkpoints)
+    optimizer = build_optimizer(core, cfg.optim, info.device)  # after sharding: FSDP2 parameters are DTensors
+    if ckpt is not None:
+        load_optimizer_state(core, optimizer, ckpt["optimizer"])
         step, position = int(ckpt["step"]), tuple(ckpt["data_position"])
         rngs = ckpt["rng"]
         if len(rngs) == info.world:
             set_rng_state(rngs[info.rank])
-        if ckpt.get("world_size", info.world) != info.world and info.is_main:
-            print(f"warning: resuming a run made with {ckpt['world_size']} ranks on {info.world}: data order differs")
+        if ckpt.get("world_size", info.world) != info.world and info.is_main:  # data and masks do not change
+            print(f"note: resuming a run made with {ckpt['world_size']} ranks on {info.world}: drop-path draws differ")
     else:
         torch.manual_seed(tc.seed * 1000 + info.rank + 1)  # per-rank stream for drop-path
-    core = model
-    if info.enabled:
-        model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None, broadcast_buffers=False)
 
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(cfg.to_json())
         print(
             f"bestrq2: {cfg.method} preset={cfg.preset} encoder={num_params(core.encoder) / 1e6:.2f}M "
-            f"total={num_params(core) / 1e6:.2f}M params | {len(files)} files | world={info.world} "
+            f"total={num_params(core) / 1e6:.2f}M params | {'shards ' + str(data) if sharded else str(len(files)) + ' files'} "
+            f"| world={info.world} {cfg.parallel.strategy if info.enabled else ''} "
             f"batch={tc.batch_size} (micro {micro} x accum {tc.accum_steps}) | device={info.device} | step {step}/{tc.max_steps}"
         )
     logger = RunLogger(run_dir, step, tensorboard) if info.is_main else None
 
     def save(at_step: int, pos: tuple[int, int]) -> None:
         rngs = all_gather_objects(rng_state(), info)
-        if info.enabled:  # every rank must hold the same weights; a silent divergence is a bug
-            sums = all_gather_objects(sum(float(p.detach().double().sum()) for p in core.parameters()), info)
-            if max(sums) - min(sums) > 1e-6 * (1 + abs(sums[0])):
-                raise RuntimeError(f"ranks disagree on the weights at step {at_step}: checksums {sums}")
+        sums = params_checksum(core, info)  # replicas must hold the same weights; a divergence is a bug
+        if sums and max(sums) - min(sums) > 1e-6 * (1 + abs(sums[0])):
+            raise RuntimeError(f"ranks disagree on the weights at step {at_step}: checksums {sums}")
+        model_state, optim_state = full_state(core, optimizer)  # a collective under FSDP2
         if info.is_main:
             atomic_save(
                 {
                     "config": cfg.to_dict(),
-                    "model": core.state_dict(),
-                    "optimizer": optimizer.state_dict(),
+                    "model": model_state,
+                    "optimizer": optim_state,
                     "step": at_step,
                     "data_position": list(pos),
                     "rng": rngs,
@@ -184,16 +195,16 @@ def _pretrain(
             logger.close()
         return TrainResult(step, run_dir, float("nan"))
 
-    loader = build_loader(
-        files, cfg.data, cfg.frontend.sample_rate, micro, info.rank, info.world, tc.seed, position,
-        pin_memory=info.device.type == "cuda",
-    )
+    where = (cfg.data, cfg.frontend.sample_rate, micro, info.rank, info.world, tc.seed, position)
+    pin = info.device.type == "cuda"
+    loader = build_shard_loader(str(data), *where, pin_memory=pin) if sharded else build_loader(files, *where, pin_memory=pin)
     batches = iter(loader)
     use_bf16 = tc.bf16 and info.device.type == "cuda"
     skipped: Counter[str] = Counter()
     bad_files: set[str] = set()
     window: dict[str, float] = Counter()
     bad_steps, last_loss = 0, float("nan")
+    slots = [info.rank + i * info.world for i in range(micro)]  # this rank's examples in the global batch
     t0 = t_log = time.time()
     bar = tqdm(total=end, initial=step, disable=not (progress and info.is_main), dynamic_ncols=True, desc="pretrain")
     with _StopFlag() as stop:
@@ -202,30 +213,40 @@ def _pretrain(
             lr = lr_at(step, tc.max_steps, cfg.optim)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            stats = torch.zeros(3, device=info.device)  # loss, acc, stop flag
+            # read and mask every micro-batch of the step first: the loss is a mean over all real masked
+            # patches of the global batch, so each micro-batch weighs by its count (one tiny all-reduce),
+            # which makes the step independent of how the global batch is split over ranks and micro-steps
+            micro_batches, counts = [], torch.zeros(tc.accum_steps, dtype=torch.float64)
             for k in range(tc.accum_steps):
                 batch = next(batches)
                 for path, reason in batch["skipped"]:
                     if path not in bad_files:
                         bad_files.add(path)
                         skipped[reason] += 1
-                lengths = batch["lengths"]
-                gen = mask_generator(tc.seed, info.rank, step * tc.accum_steps + k)
-                masks = sample_batch_masks(cfg, lengths, batch["wav"].shape[1], gen)
-                wav = batch["wav"].to(info.device, non_blocking=True)
-                sync = contextlib.nullcontext() if (k == tc.accum_steps - 1 or not info.enabled) else model.no_sync()
+                micro_step = step * tc.accum_steps + k
+                gen, rows = mask_generator(tc.seed, 0, micro_step), slot_generators(tc.seed, slots, micro_step)
+                masks = sample_batch_masks(cfg, batch["lengths"], batch["wav"].shape[1], gen, rows)
+                counts[k] = masks.num_scored
+                micro_batches.append((batch, masks))
+            total = float(all_reduce_sum(counts.sum().to(info.device), info))
+            stats = torch.zeros(3, device=info.device)  # loss, acc, stop flag
+            for k, (batch, masks) in enumerate(micro_batches):
+                weight = float(counts[k]) * info.world / max(total, 1.0)  # DDP / FSDP average over ranks
+                wav = batch["wav"].to(info.device, non_blocking=True)  # pinned by the loader on CUDA
+                lengths = batch["lengths"].to(info.device, non_blocking=True)
+                sync = no_gradient_sync(model, cfg.parallel, info, skip=k < tc.accum_steps - 1)
                 with sync, torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    out = model(wav, lengths.to(info.device), masks.to(info.device))
-                    (out["loss"] / tc.accum_steps).backward()
-                stats[0] += out["loss"].detach() / tc.accum_steps
-                stats[1] += out["acc"] / tc.accum_steps
+                    out = model(wav, lengths, masks.to(info.device))
+                    (out["loss"] * weight).backward()
+                stats[0] += out["loss"].detach() * weight
+                stats[1] += out["acc"] * weight
             stats[2] = float(stop.set)
             stats = all_reduce_mean(stats, info)
             loss, acc = float(stats[0]), float(stats[1])
             position = (batch["position"][0], batch["position"][1] + 1)  # next micro-batch to read
             clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(core.parameters(), clip)
-            if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):
+            grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(core.parameters(), clip))
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 optimizer.zero_grad(set_to_none=True)
                 bad_steps += 1
                 if info.is_main:
@@ -255,7 +276,7 @@ def _pretrain(
                     "loss": window["loss"] / window["n"],
                     "acc": window["acc"] / window["n"],
                     "lr": lr,
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": grad_norm,
                     "clips_per_s": clips / max(now - t_log, 1e-9),
                     "mask_ratio": masks.ratio,
                     **usage,  # codes_used, perplexity (methods with code targets)

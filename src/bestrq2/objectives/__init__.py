@@ -86,10 +86,17 @@ def build_objective(cfg: Config) -> nn.Module:
     return BUILDERS[cfg.method](cfg)
 
 
-def sample_batch_masks(cfg: Config, lengths: Tensor, num_samples: int, generator: torch.Generator) -> Masks:
+def sample_batch_masks(
+    cfg: Config,
+    lengths: Tensor,
+    num_samples: int,
+    generator: torch.Generator,
+    rows: list[torch.Generator] | None = None,
+) -> Masks:
     """Masks for a batch of clips of ``lengths`` samples padded to ``num_samples``: random patches of
-    the token grid, or (frame-based methods) random spans of output frames."""
+    the token grid, or (frame-based methods) random spans of output frames. ``rows``: one generator
+    per example (see :func:`bestrq2.masking.slot_generators`)."""
     if cfg.method in FRAME_METHODS:
         padding = token_padding(frame_frontend(cfg.frontend, cfg.conformer), lengths, num_samples)  # [B, T']
-        return sample_span_masks(padding, cfg.mask, cfg.conformer.mask_span, generator)
-    return sample_masks(token_padding(cfg.frontend, lengths, num_samples), cfg.mask, generator)
+        return sample_span_masks(padding, cfg.mask, cfg.conformer.mask_span, generator, rows)
+    return sample_masks(token_padding(cfg.frontend, lengths, num_samples), cfg.mask, generator, rows)

@@ -1,0 +1,143 @@
+"""Parallelism and speed, applied from outside the model (the objectives know nothing of it).
+
+    prepare_model(model, cfg.parallel, info)   in this order, as usual for transformers:
+      1. activation checkpointing: each transformer block recomputes its activations in backward
+      2. torch.compile: each block compiled in place (state-dict keys unchanged)
+      3. several ranks: DDP (replicas) or FSDP2 (``fully_shard`` per block, then the root)
+
+Every transformer block (ViT, predictor, Conformer, and an EMA target encoder) is a unit; frozen
+buffers (the quantizer) stay replicated. Checkpoints always hold the full, unsharded state under the
+plain module's names (:func:`full_state`), so a run can resume under another strategy or world size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from bestrq2.config import ParallelConfig
+from bestrq2.conformer import ConformerBlock
+from bestrq2.distributed import DistInfo
+from bestrq2.layers import Block
+
+BLOCK_TYPES: tuple[type[nn.Module], ...] = (Block, ConformerBlock)
+
+
+def blocks_of(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of ``model`` (outermost first-seen order), the units of every wrapper."""
+    return [m for m in model.modules() if isinstance(m, BLOCK_TYPES)]
+
+
+def apply_activation_checkpointing(model: nn.Module) -> None:
+    """Wrap every block so that its activations are recomputed in the backward pass (non-reentrant;
+    the RNG state is replayed, so drop-path draws the same masks twice). Keys of the state dict are
+    unchanged (the wrapper strips its own prefix)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        apply_activation_checkpointing as wrap,
+    )
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    wrap(model, checkpoint_wrapper_fn=checkpoint_wrapper, check_fn=lambda m: isinstance(m, BLOCK_TYPES))
+
+
+def compile_blocks(model: nn.Module) -> None:
+    """``torch.compile`` each block in place (one graph per block type and shape, small and reused)."""
+    for m in list(model.modules()):
+        if isinstance(m, BLOCK_TYPES) or _is_checkpoint_wrapper(m):
+            m.compile()
+
+
+def _is_checkpoint_wrapper(m: nn.Module) -> bool:
+    return type(m).__name__ == "CheckpointWrapper"
+
+
+def _shard_units(model: nn.Module) -> list[nn.Module]:
+    """The modules FSDP2 shards one by one: each block (or its checkpoint wrapper)."""
+    return [m for m in model.modules() if _is_checkpoint_wrapper(m)] or blocks_of(model)
+
+
+def prepare_model(model: nn.Module, cfg: ParallelConfig, info: DistInfo) -> nn.Module:
+    """Apply checkpointing, compilation and the data-parallel wrapper; returns the module to call.
+
+    ``model`` itself is modified in place and stays the handle for parameters, EMA updates and
+    checkpoints (with FSDP2 its parameters become sharded DTensors)."""
+    if cfg.activation_checkpointing:
+        apply_activation_checkpointing(model)
+    if cfg.compile:
+        compile_blocks(model)
+    if not info.enabled:
+        return model
+    if cfg.strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for unit in _shard_units(model):
+            fully_shard(unit)
+        fully_shard(model)
+        return model
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return DDP(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+@contextlib.contextmanager
+def no_gradient_sync(wrapped: nn.Module, cfg: ParallelConfig, info: DistInfo, skip: bool) -> Iterator[None]:
+    """While ``skip``: accumulate gradients locally (no all-reduce / reduce-scatter) on this micro-step."""
+    if not (skip and info.enabled):
+        yield
+        return
+    if isinstance(wrapped, DDP):
+        with wrapped.no_sync():
+            yield
+        return
+    wrapped.set_requires_gradient_sync(False)  # FSDP2
+    try:
+        yield
+    finally:
+        wrapped.set_requires_gradient_sync(True)
+
+
+def _full_options() -> StateDictOptions:
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """The unsharded model and optimiser state (parameter names as keys), on the CPU. A collective
+    with FSDP2: every rank must call it; rank 0 receives the tensors."""
+    return get_model_state_dict(model, options=_full_options()), get_optimizer_state_dict(
+        model, optimizer, options=_full_options()
+    )
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a full optimiser state (from :func:`full_state`) into any strategy's optimiser."""
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def grad_norm_value(norm: torch.Tensor) -> float:
+    """``clip_grad_norm_``'s result as a float (a DTensor under FSDP2)."""
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+def params_checksum(model: nn.Module, info: DistInfo) -> list[float]:
+    """Per-rank sums of the local parameters; replicas (DDP) must agree. Under FSDP2 each rank holds
+    its own shard: nothing to compare, an empty list."""
+    if any(hasattr(p, "full_tensor") for p in model.parameters()):
+        return []
+    local = sum(float(p.detach().double().sum()) for p in model.parameters())
+    if not info.enabled:
+        return [local]
+    out: list[float] = [0.0] * info.world
+    dist.all_gather_object(out, local)
+    return out
