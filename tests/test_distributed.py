@@ -141,3 +141,30 @@ def test_two_nodes_on_localhost(real_corpus, one_rank, tmp_path):
     ckpt = load_checkpoint(run)
     assert ckpt["world_size"] == 2
     _assert_same_run(one_rank["bestrq2"], run)
+
+
+def test_slurm_script_launches_and_requeues(real_corpus, tmp_path):
+    """scripts/slurm_pretrain.sh under stand-in `srun` / `scontrol` (one node, two ranks, c10d rendezvous
+    on 127.0.0.1): the first job stops at step 3, the requeued one finds the checkpoint and resumes."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/usr/bin/env bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
+    (bin_dir / "scontrol").write_text("#!/usr/bin/env bash\necho 127.0.0.1\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    run = tmp_path / "run"
+    env = dict(_env(), PATH=f"{bin_dir}:{os.environ['PATH']}", DATA=str(real_corpus), OUT=str(run),
+               SLURM_JOB_ID="4242", SLURM_NNODES="1", SLURM_JOB_NODELIST="node1", PROCS_PER_NODE="2",
+               WORKERS="1", RDZV_PORT=str(_free_port()))  # fmt: skip
+    script = Path(__file__).parents[1] / "scripts" / "slurm_pretrain.sh"
+    outs = []
+    for extra in (["--stop-after", "3"], []):
+        cmd = ["bash", str(script), "--max-steps", str(STEPS), *MICRO, *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outs.append(proc.stdout)
+    assert "2 rank(s), rendezvous 127.0.0.1" in outs[0] and "--resume" not in outs[0]
+    assert "--resume" in outs[1] and "world=2" in outs[1]
+    ckpt = load_checkpoint(run)
+    assert ckpt["step"] == STEPS and ckpt["world_size"] == 2
+    assert len(read_log(run)) == STEPS
