@@ -28,7 +28,8 @@ def _loss_and_grads(model, batch, seed: int = 7):
     torch.manual_seed(seed)  # drop-path draws
     out = model(*batch)
     out["loss"].backward()
-    grads = {n.replace("._checkpoint_wrapped_module", ""): p.grad.clone() for n, p in model.named_parameters()}
+    named = model.named_parameters()
+    grads = {n.replace("._checkpoint_wrapped_module", ""): p.grad.clone() for n, p in named if p.grad is not None}
     return float(out["loss"].detach()), grads
 
 
