@@ -228,10 +228,10 @@ def _pretrain(
                 masks = sample_batch_masks(cfg, batch["lengths"], batch["wav"].shape[1], gen, rows)
                 counts[k] = masks.num_scored
                 micro_batches.append((batch, masks))
-            total = float(all_reduce_sum(counts.sum().to(info.device), info))
+            total = all_reduce_sum(counts.sum().to(info.device, torch.float32), info).clamp(min=1.0)  # no host sync
             stats = torch.zeros(3, device=info.device)  # loss, acc, stop flag
             for k, (batch, masks) in enumerate(micro_batches):
-                weight = float(counts[k]) * info.world / max(total, 1.0)  # DDP / FSDP average over ranks
+                weight = float(counts[k]) * info.world / total  # x world: DDP / FSDP average gradients over ranks
                 wav = batch["wav"].to(info.device, non_blocking=True)  # pinned by the loader on CUDA
                 lengths = batch["lengths"].to(info.device, non_blocking=True)
                 sync = no_gradient_sync(model, cfg.parallel, info, skip=k < tc.accum_steps - 1)
