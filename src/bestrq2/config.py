@@ -260,8 +260,9 @@ class DataConfig:
     num_workers: int = 2
     """DataLoader worker processes per rank."""
     extensions: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
-    shuffle_buffer: int = 2000
-    """Tar shards only: clips held in each loader worker's shuffle buffer (0: shard order)."""
+    shuffle_buffer: int = 256
+    """Tar shards only: clips held in each loader worker's shuffle buffer (0: shard order). Memory per
+    worker is about shuffle_buffer x one clip's bytes (10 s of 16 kHz PCM16: 320 kB)."""
     prefetch_factor: int = 4
     """Batches each loader worker prepares ahead."""
 

@@ -14,11 +14,13 @@ interrupted run stopped, and the same global batch on 1 or N ranks takes the sam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,11 +52,8 @@ from bestrq2.parallel import (
     params_checksum,
     prepare_model,
 )
-try:  # TEMP until shards land
-    from bestrq2.shards import build_shard_loader, is_shard_source
-except ImportError:
-    def is_shard_source(s): return False
 from bestrq2.quantizer import code_usage
+from bestrq2.shards import build_shard_loader, is_shard_source
 
 
 @dataclass
@@ -85,6 +84,18 @@ class _StopFlag:
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def _workers_stopped(batches: object) -> Iterator[None]:
+    """Shut the loader's worker processes down however the loop ends. They ignore SIGTERM (the trainer
+    owns it), so a live iterator left to the interpreter's exit would wait on them for ever."""
+    try:
+        yield
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def pretrain(
@@ -207,7 +218,7 @@ def _pretrain(
     slots = [info.rank + i * info.world for i in range(micro)]  # this rank's examples in the global batch
     t0 = t_log = time.time()
     bar = tqdm(total=end, initial=step, disable=not (progress and info.is_main), dynamic_ncols=True, desc="pretrain")
-    with _StopFlag() as stop:
+    with _StopFlag() as stop, _workers_stopped(batches):
         while step < end:
             model.train()
             lr = lr_at(step, tc.max_steps, cfg.optim)
