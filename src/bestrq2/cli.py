@@ -75,18 +75,71 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark_configs(args: argparse.Namespace) -> list[Config]:
+    """One config per preset x method (x activation checkpointing off/on with --both-checkpointing)."""
+    presets = args.presets.split(",") if args.presets else [args.preset]
+    methods = args.methods.split(",") if args.methods else [args.method]
+    if args.config and len(presets) > 1:
+        raise ValueError("--config and several --presets do not mix")
+    configs = []
+    for preset in presets:
+        for method in methods:
+            for ac in ((False, True) if args.both_checkpointing else (None,)):
+                cfg = _config_from_args(argparse.Namespace(**{**vars(args), "preset": preset, "method": method}))
+                if ac is not None:
+                    cfg.parallel.activation_checkpointing = ac
+                configs.append(cfg)
+    return configs
+
+
+def _model_rows(path: str) -> list[dict]:
+    d = json.loads(Path(path).read_text())
+    return d.get("runs", []) if "runs" in d else [d]
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     import torch
 
-    from bestrq2.benchmark import format_report, run_benchmark
+    from bestrq2.benchmark import format_report, format_table, run_benchmark
+    from bestrq2.devices import device_name
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = _config_from_args(args)
-    report = run_benchmark(cfg, cfg.train.batch_size, args.steps, args.warmup, args.device, args.infer_seconds)
-    print(format_report(report))
+    dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    configs = _benchmark_configs(args)
+    out: dict[str, object] = {"device": device_name(dev), "torch": torch.__version__}
+    runs: list[dict] = []
+    model = args.loader is None or args.with_model
+    if args.find_max_batch:
+        from bestrq2.maxbatch import find_max_batch, format_max_batch
+
+        rows = []
+        for cfg in configs:
+            rows.append(find_max_batch(cfg, dev, args.max_batch_start, args.max_batch_limit, args.max_batch_step, args.memory_limit_gib))
+            print(format_max_batch(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+        print(f"device: {out['device']}  memory: {rows[0]['memory_kind']}\n{format_max_batch(rows)}")
+        out["max_batch"] = rows
+    elif model:
+        for cfg in configs:
+            batch = args.batch_size or cfg.train.batch_size
+            infer = None if args.no_inference else args.infer_seconds
+            runs.append(run_benchmark(cfg, batch, args.steps, args.warmup, str(dev), infer, args.peak_tflops))
+            if len(configs) > 1:
+                print(format_table(runs[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+        print(format_report(runs[0]) if len(runs) == 1 else f"device: {out['device']}\n{format_table(runs)}")
+        out["runs"] = runs
+    if args.loader:
+        from bestrq2.loader_bench import bench_loader, format_loader
+
+        cfg = configs[0]
+        batch = args.batch_size or cfg.train.batch_size
+        loader = bench_loader(args.loader, cfg, batch, args.workers, args.batches, args.loader_warmup, dev.type == "cuda")
+        compare = runs + [row for path in args.compare_json or [] for row in _model_rows(path)]
+        print(format_loader(loader, compare))
+        out["loader"] = loader
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        single = len(runs) == 1 and set(out) == {"device", "torch", "runs"}
+        Path(args.json).write_text(json.dumps(runs[0] if single else out, indent=2))
     return 0
 
 
@@ -127,13 +180,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, help="take this block's output (0-based, -1 last) instead of the final one")
     p.set_defaults(fn=cmd_embed)
 
-    p = sub.add_parser("benchmark", help="training clips/s and inference real-time factor on this device")
+    p = sub.add_parser(
+        "benchmark", help="training throughput, memory, MFU, largest batch, data-loader speed on this device",
+        description="Training clips/s, tokens/s, peak memory and MFU, inference real-time factor (default); "
+        "--find-max-batch: the largest batch that fits; --loader DATA: the data loader alone.",
+    )
     p.add_argument("--method", help="method (default: bestrq2)")
+    p.add_argument("--methods", help="several methods, comma-separated (one run each), e.g. bestrq2,bestrq-vit")
+    p.add_argument("--presets", help="several presets, comma-separated, e.g. tiny,small (instead of --preset)")
     p.add_argument("--steps", type=int, default=10, help="timed training steps")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (more with parallel.compile=true)")
     p.add_argument("--infer-seconds", type=float, default=60.0, help="length of each clip for the inference timing")
+    p.add_argument("--no-inference", action="store_true", help="training figures only")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: the dense bf16 datasheet figure of a known GPU)")
+    p.add_argument("--both-checkpointing", action="store_true", help="every run with parallel.activation_checkpointing off, then on")
+    p.add_argument("--find-max-batch", action="store_true", help="find the largest batch whose training step fits in memory")
+    p.add_argument("--max-batch-start", type=int, default=16, help="first batch tried (then doubled, then bisected)")
+    p.add_argument("--max-batch-limit", type=int, default=65536, help="largest batch tried")
+    p.add_argument("--max-batch-step", type=int, default=8, help="precision of the bisection (batches are multiples of it)")
+    p.add_argument("--memory-limit-gib", type=float,
+                   help="cap memory: CUDA allocator fraction (e.g. 79.1 on a bigger card); CPU: required, emulated by peak RSS")  # fmt: skip
+    p.add_argument("--loader", metavar="DATA", help="time the training data loader alone on DATA (folder, manifest or tar shards)")
+    p.add_argument("--workers", type=int, help="loader worker processes (default: data.num_workers)")
+    p.add_argument("--batches", type=int, default=50, help="timed loader batches")
+    p.add_argument("--loader-warmup", type=int, help="untimed loader batches first (default: one per worker)")
+    p.add_argument("--with-model", action="store_true", help="with --loader: also run the model benchmark and compare")
+    p.add_argument("--compare-json", action="append", help="with --loader: compare with the model runs of an earlier --json output (repeatable)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     _add_config_args(p)
     p.set_defaults(fn=cmd_benchmark)
