@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from bestrq2.audio import AudioError, load_audio
 from bestrq2.config import DataConfig
@@ -146,14 +146,26 @@ class KeyedDataset(Dataset):
         return item
 
 
+def _batch_buffer(*shape: int) -> torch.Tensor:
+    """An uninitialised float32 tensor; inside a loader worker, in shared memory already, so that
+    handing it to the trainer costs no second copy (as torch's default_collate does)."""
+    if get_worker_info() is None:
+        return torch.empty(*shape)
+    numel = 1
+    for n in shape:
+        numel *= n
+    return torch.empty(0).new(torch.UntypedStorage._new_shared(4 * numel)).view(*shape)
+
+
 def collate(items: list[dict[str, Any]], length: int | None = None) -> dict[str, Any]:
     """Zero-pad to ``length`` (or the longest) -> {"wav" [B, S], "lengths" [B], "skipped", "position"}."""
     lengths = torch.tensor([len(it["wav"]) for it in items], dtype=torch.long)
     S = length or int(lengths.max())
-    wav = torch.zeros(len(items), S)
+    wav = _batch_buffer(len(items), S)
     for i, it in enumerate(items):
         n = min(len(it["wav"]), S)
         wav[i, :n] = torch.from_numpy(it["wav"][:n])
+        wav[i, n:] = 0.0
     return {
         "wav": wav,
         "lengths": lengths.clamp(max=S),
