@@ -161,8 +161,10 @@ def _pretrain(
         rngs = ckpt["rng"]
         if len(rngs) == info.world:
             set_rng_state(rngs[info.rank])
-        if ckpt.get("world_size", info.world) != info.world and info.is_main:  # data and masks do not change
-            print(f"note: resuming a run made with {ckpt['world_size']} ranks on {info.world}: drop-path draws differ")
+        if ckpt.get("world_size", info.world) != info.world and info.is_main:
+            # files: data and masks do not depend on the split; shards: each rank's stream does
+            what = "the shard streams restart from other positions" if sharded else "drop-path draws differ"
+            print(f"warning: resuming a run made with {ckpt['world_size']} ranks on {info.world}: {what}")
     else:
         torch.manual_seed(tc.seed * 1000 + info.rank + 1)  # per-rank stream for drop-path
 
