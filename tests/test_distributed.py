@@ -143,13 +143,20 @@ def test_two_nodes_on_localhost(real_corpus, one_rank, tmp_path):
     _assert_same_run(one_rank["bestrq2"], run)
 
 
-def test_slurm_script_launches_and_requeues(real_corpus, tmp_path):
+def test_slurm_script_checkpoints_requeues_and_resumes(real_corpus, tmp_path):
     """scripts/slurm_pretrain.sh under stand-in `srun` / `scontrol` (one node, two ranks, c10d rendezvous
-    on 127.0.0.1): the first job stops at step 3, the requeued one finds the checkpoint and resumes."""
+    on 127.0.0.1). SLURM's time-limit SIGTERM to the batch script: the ranks save a checkpoint, the job
+    is requeued; the requeued job finds the checkpoint and resumes."""
+    import signal
+    import time
+
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    requeued = tmp_path / "requeued.txt"
     (bin_dir / "srun").write_text('#!/usr/bin/env bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
-    (bin_dir / "scontrol").write_text("#!/usr/bin/env bash\necho 127.0.0.1\n")
+    (bin_dir / "scontrol").write_text(
+        f'#!/usr/bin/env bash\nif [ "$1" = requeue ]; then echo "$2" >> {requeued}; else echo 127.0.0.1; fi\n'
+    )
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     run = tmp_path / "run"
@@ -157,14 +164,26 @@ def test_slurm_script_launches_and_requeues(real_corpus, tmp_path):
                SLURM_JOB_ID="4242", SLURM_NNODES="1", SLURM_JOB_NODELIST="node1", PROCS_PER_NODE="2",
                WORKERS="1", RDZV_PORT=str(_free_port()))  # fmt: skip
     script = Path(__file__).parents[1] / "scripts" / "slurm_pretrain.sh"
-    outs = []
-    for extra in (["--stop-after", "3"], []):
-        cmd = ["bash", str(script), "--max-steps", str(STEPS), *MICRO, *extra]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        outs.append(proc.stdout)
-    assert "2 rank(s), rendezvous 127.0.0.1" in outs[0] and "--resume" not in outs[0]
-    assert "--resume" in outs[1] and "world=2" in outs[1]
-    ckpt = load_checkpoint(run)
-    assert ckpt["step"] == STEPS and ckpt["world_size"] == 2
-    assert len(read_log(run)) == STEPS
+    long = ["--max-steps", "100000", *MICRO, "--set", "train.ckpt_every=100000"]
+    job = subprocess.Popen(["bash", str(script), *long], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, env=env)  # fmt: skip
+    try:
+        log = run / "log.csv"
+        deadline = time.time() + 300
+        while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+            time.sleep(0.5)
+        job.send_signal(signal.SIGTERM)  # to the batch script only, as --signal=B:TERM does
+        out = job.communicate(timeout=300)[0]
+    finally:
+        job.kill()
+    assert "2 rank(s), rendezvous 127.0.0.1" in out and "SIGTERM" in out, out[-3000:]
+    assert requeued.read_text().split() == ["4242"]
+    step = load_checkpoint(run)["step"]
+    assert step >= 2
+    rerun = subprocess.run(["bash", str(script), *long, "--stop-after", str(step + 2)], capture_output=True,
+                           text=True, timeout=600, env=env)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "--resume" in rerun.stdout and "world=2" in rerun.stdout
+    assert load_checkpoint(run)["step"] == step + 2
+    assert len(read_log(run)) == step + 2
+    assert requeued.read_text().split() == ["4242"]  # a job that ends by itself is not requeued

@@ -114,14 +114,16 @@ def test_step_variants_match_counter(method, overrides):
     assert n == pytest.approx(sf.model + _depthwise_overcount(cfg, sf), rel=1e-6)
 
 
+@pytest.mark.parametrize("drop_path", [0.0, 0.3])  # depth 2 at 0.3: rates 0 and 0.3, one block of each kind
 @pytest.mark.parametrize("method", METHODS)
-def test_activation_checkpointing_recompute_is_hardware_flops(method):
-    cfg = micro_config()
+def test_activation_checkpointing_recompute_is_hardware_flops(method, drop_path):
+    cfg = micro_config(encoder__drop_path=drop_path)
     cfg.method = method
     cfg.validate()
     n, sf = _step_count(cfg, activation_checkpointing=True)
     assert sf.recompute > 0
-    # the EMA target runs without grad: no recompute; ViT blocks are recomputed up to fc2 (early stop)
+    # the EMA target runs without grad: no recompute; ViT blocks are recomputed up to fc2 (early stop),
+    # or whole when drop-path saves fc2's output
     assert n == pytest.approx(sf.hardware(True) + _depthwise_overcount(cfg, sf), rel=1e-6)
 
 

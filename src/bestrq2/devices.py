@@ -20,6 +20,7 @@ PEAK_BF16_TFLOPS: list[tuple[str, str, float]] = [
     (r"H100.*PCIe", "H100 PCIe", 756.0),
     (r"H100.*NVL", "H100 NVL", 835.0),
     (r"H100", "H100 SXM", 989.4),
+    (r"H200.*NVL", "H200 NVL", 835.0),
     (r"H200", "H200", 989.4),
     (r"A100", "A100", 312.0),
     (r"L40S", "L40S", 362.0),

@@ -33,6 +33,8 @@ def init_distributed(device: str | None = None) -> DistInfo:
     if device is None or device == "auto":
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:  # "cuda": this process's GPU
+        dev = torch.device("cuda", local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

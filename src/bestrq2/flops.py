@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from bestrq2.config import Config, ConfigError
 from bestrq2.conformer import frame_frontend
 from bestrq2.frontend import num_frames
+from bestrq2.layers import drop_path_rates
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,14 @@ def attention_core(batch: int, length: int, width: int) -> float:
     return 4.0 * batch * length * length * width
 
 
-def vit_block_recomputed(batch: int, length: int, width: int, mlp_ratio: float) -> float:
+def vit_block_recomputed(batch: int, length: int, width: int, mlp_ratio: float, drop_path: float = 0.0) -> float:
     """What activation checkpointing recomputes of a ViT block: torch's non-reentrant checkpoint stops
-    once the tensors saved for backward are back, and nothing saves the MLP's last product (fc2's
-    backward needs its input only), so fc2 is not recomputed. (A Conformer block ends in a LayerNorm,
-    which saves its input: all of it is recomputed.)"""
-    return vit_block(batch, length, width, mlp_ratio) - linear(batch * length, int(width * mlp_ratio), width)
+    once the tensors saved for backward are back. Without drop-path nothing saves the MLP's last product
+    (fc2's backward needs its input only), so fc2 is not recomputed; with drop-path, its mask multiply
+    saves fc2's output, so all of it is. (A Conformer block ends in a LayerNorm, which saves its input:
+    all of it is recomputed.)"""
+    full = vit_block(batch, length, width, mlp_ratio)
+    return full if drop_path > 0 else full - linear(batch * length, int(width * mlp_ratio), width)
 
 
 def vit_block(batch: int, length: int, width: int, mlp_ratio: float) -> float:
@@ -143,8 +146,8 @@ def _add_vit(
         passes if input_grad else min(passes, 2),
     )
     block = vit_block(batch, length, enc.width, enc.mlp_ratio)
-    again = vit_block_recomputed(batch, length, enc.width, enc.mlp_ratio)
-    for i in range(enc.depth):
+    for i, rate in enumerate(drop_path_rates(enc.drop_path, enc.depth)):
+        again = vit_block_recomputed(batch, length, enc.width, enc.mlp_ratio, rate)
         sf.add(f"{name}.block{i}", block, passes, block=True, recomputed=again)
 
 
@@ -152,8 +155,8 @@ def _add_predictor(sf: StepFlops, cfg: Config, batch: int, visible: int, total: 
     p = cfg.predictor
     sf.add("predictor.input_proj", linear(batch * visible, cfg.encoder.width, p.width), 3)
     block = vit_block(batch, total, p.width, p.mlp_ratio)
-    again = vit_block_recomputed(batch, total, p.width, p.mlp_ratio)
-    for i in range(p.depth):
+    for i, rate in enumerate(drop_path_rates(p.drop_path, p.depth)):
+        again = vit_block_recomputed(batch, total, p.width, p.mlp_ratio, rate)
         sf.add(f"predictor.block{i}", block, 3, block=True, recomputed=again)
 
 

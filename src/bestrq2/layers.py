@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -23,7 +24,9 @@ class DropPath(nn.Module):
         if self.p == 0.0 or not self.training:
             return x
         keep = 1.0 - self.p
-        mask = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(keep)
+        # a comparison, not bernoulli_(keep): torch.compile would specialise on the float and make one
+        # graph per drop rate (every block of the encoder has its own)
+        mask = (torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) < keep).to(x.dtype)
         return x * mask / keep
 
 

@@ -52,10 +52,10 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
 
 
 def compile_blocks(model: nn.Module) -> None:
-    """``torch.compile`` each block in place (one graph per block type and shape, small and reused)."""
-    for m in list(model.modules()):
-        if isinstance(m, BLOCK_TYPES) or _is_checkpoint_wrapper(m):
-            m.compile()
+    """``torch.compile`` each block in place (one graph per block type and shape, small and reused);
+    with activation checkpointing, each checkpoint wrapper (and not also the block inside it)."""
+    for m in _shard_units(model):
+        m.compile()
 
 
 def _is_checkpoint_wrapper(m: nn.Module) -> bool:
@@ -120,7 +120,10 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Load a full optimiser state (from :func:`full_state`) into any strategy's optimiser."""
+    fused = [g.get("fused") for g in optimizer.param_groups]
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    for g, f in zip(optimizer.param_groups, fused):  # a CPU run resumed on a GPU keeps fused AdamW
+        g["fused"] = f
 
 
 def grad_norm_value(norm: torch.Tensor) -> float:

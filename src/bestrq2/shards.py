@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -210,6 +211,12 @@ def split_name(name: str) -> tuple[str | None, str]:
     return (m.group(1), m.group(2).lower()) if m else (None, "")
 
 
+def _default_stop_signals() -> None:
+    """In a pipe's command: SIGTERM / SIGINT end it again (loader workers ignore them; children inherit that)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def iter_tar(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Stream a shard's samples in tar order. Raises :class:`ShardError` (after yielding the samples
     before the damage) when the command fails or the tar is truncated or corrupt."""
@@ -217,7 +224,9 @@ def iter_tar(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     try:
         if url.startswith("pipe:"):
             err = tempfile.TemporaryFile()
-            proc = subprocess.Popen(url[5:], shell=True, stdout=subprocess.PIPE, stderr=err)
+            proc = subprocess.Popen(
+                url[5:], shell=True, stdout=subprocess.PIPE, stderr=err, preexec_fn=_default_stop_signals
+            )
             stream = io.BufferedReader(proc.stdout, READ_BUFFER)
             # a plain tar streams through tarfile's fast path; "r|*" (any compression) is 2x slower
             mode = "r|*" if stream.peek(6)[:6].startswith(COMPRESSED_MAGIC) else "r|"

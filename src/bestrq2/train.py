@@ -96,6 +96,9 @@ def _workers_stopped(batches: object) -> Iterator[None]:
         shutdown = getattr(batches, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
+        for w in getattr(batches, "_workers", []):  # stuck on I/O past the shutdown: SIGKILL
+            if w.is_alive():
+                w.kill()
 
 
 def pretrain(
@@ -227,8 +230,8 @@ def _pretrain(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             # read and mask every micro-batch of the step first: the loss is a mean over all real masked
-            # patches of the global batch, so each micro-batch weighs by its count (one tiny all-reduce),
-            # which makes the step independent of how the global batch is split over ranks and micro-steps
+            # patches of the global batch, so each micro-batch weighs by its count (one tiny all-reduce);
+            # with masks keyed by slot, the step does not depend on how the global batch is split over ranks
             micro_batches, counts = [], torch.zeros(tc.accum_steps, dtype=torch.float64)
             for k in range(tc.accum_steps):
                 batch = next(batches)
@@ -241,7 +244,8 @@ def _pretrain(
                 masks = sample_batch_masks(cfg, batch["lengths"], batch["wav"].shape[1], gen, rows)
                 counts[k] = masks.num_scored
                 micro_batches.append((batch, masks))
-            total = all_reduce_sum(counts.sum().to(info.device, torch.float32), info).clamp(min=1.0)  # no host sync
+            total = counts.sum().to(torch.float32).to(info.device, non_blocking=True)  # a blocking copy would sync
+            total = all_reduce_sum(total, info).clamp(min=1.0)
             stats = torch.zeros(3, device=info.device)  # loss, acc, stop flag
             for k, (batch, masks) in enumerate(micro_batches):
                 weight = float(counts[k]) * info.world / total  # x world: DDP / FSDP average gradients over ranks
