@@ -67,11 +67,14 @@ def _shard_units(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if _is_checkpoint_wrapper(m)] or blocks_of(model)
 
 
-def prepare_model(model: nn.Module, cfg: ParallelConfig, info: DistInfo) -> nn.Module:
+def prepare_model(model: nn.Module, cfg: ParallelConfig, info: DistInfo, bf16: bool = False) -> nn.Module:
     """Apply checkpointing, compilation and the data-parallel wrapper; returns the module to call.
 
     ``model`` itself is modified in place and stays the handle for parameters, EMA updates and
-    checkpoints (with FSDP2 its parameters become sharded DTensors)."""
+    checkpoints (with FSDP2 its parameters become sharded DTensors). ``bf16`` (the step runs under bf16
+    autocast): FSDP2 gathers each block's parameters in bf16 and reduces gradients in fp32, half the
+    traffic; the master weights stay fp32, and the root (frontend, quantizer, patch embedding, heads)
+    is left alone, so the waveform and features are never cast."""
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(model)
     if cfg.compile:
@@ -79,10 +82,11 @@ def prepare_model(model: nn.Module, cfg: ParallelConfig, info: DistInfo) -> nn.M
     if not info.enabled:
         return model
     if cfg.strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
         for unit in _shard_units(model):
-            fully_shard(unit)
+            fully_shard(unit, **({"mp_policy": policy} if policy else {}))
         fully_shard(model)
         return model
     device_ids = [info.device.index] if info.device.type == "cuda" else None

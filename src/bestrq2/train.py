@@ -156,7 +156,8 @@ def _pretrain(
     step, position = 0, (0, 0)
     if ckpt is not None:
         core.load_state_dict(ckpt["model"])
-    model = prepare_model(core, cfg.parallel, info)  # `core` stays the plain handle (EMA, checkpoints)
+    use_bf16 = tc.bf16 and info.device.type == "cuda"
+    model = prepare_model(core, cfg.parallel, info, use_bf16)  # `core` stays the plain handle (EMA, checkpoints)
     optimizer = build_optimizer(core, cfg.optim, info.device)  # after sharding: FSDP2 parameters are DTensors
     if ckpt is not None:
         load_optimizer_state(core, optimizer, ckpt["optimizer"])
@@ -215,7 +216,6 @@ def _pretrain(
     pin = info.device.type == "cuda"
     loader = build_shard_loader(str(data), *where, pin_memory=pin) if sharded else build_loader(files, *where, pin_memory=pin)
     batches = iter(loader)
-    use_bf16 = tc.bf16 and info.device.type == "cuda"
     skipped: Counter[str] = Counter()
     bad_files: set[str] = set()
     window: dict[str, float] = Counter()
