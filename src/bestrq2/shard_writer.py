@@ -96,7 +96,7 @@ def write_shards(
     out: str | Path,
     fmt: str = "flac",
     clips_per_shard: int = 1000,
-    max_seconds: float = 60.0,
+    max_seconds: float = 20.0,
     sample_rate: int = 16000,
     workers: int = 1,
     shuffle_seed: int | None = 0,

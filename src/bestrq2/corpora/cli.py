@@ -44,8 +44,9 @@ def _shard_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("flac", "pcm16"), default="flac",
                    help="flac: 16-bit FLAC (about half the size); pcm16: raw int16, no decoding cost (default flac)")  # fmt: skip
     p.add_argument("--clips-per-shard", type=int, default=1000, help="samples per shard (default 1000)")
-    p.add_argument("--max-seconds", type=float, default=60.0,
-                   help="longer files are cut into equal consecutive segments of at most this length (default 60)")  # fmt: skip
+    p.add_argument("--max-seconds", type=float, default=20.0,
+                   help="longer files are cut into equal consecutive segments of at most this length (default 20: "
+                        "segments of 10-20 s, so 10 s crops are never padded and little is read per crop)")  # fmt: skip
     p.add_argument("--sample-rate", type=int, default=16000, help="output sample rate (default 16000)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes")
     p.add_argument("--seed", type=int, default=0, help="seed of the file order (shuffled)")
