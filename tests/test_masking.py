@@ -53,3 +53,18 @@ def test_padding_tokens_are_never_real_targets():
     assert torch.equal(real_masked + real_visible, n_real)
     assert real_masked.tolist() == [64, 32, 4, 0, 60]
     assert (real_visible >= 1).all(), "every example keeps a real token visible"
+
+
+def test_scored_rows_are_the_real_masked_slots():
+    """The host-computed scored index selects exactly what boolean indexing on mask_pad would."""
+    from bestrq2.objectives.bestrq2 import real_rows
+
+    padding = torch.zeros(4, 40, dtype=torch.bool)
+    padding[1, 25:] = True
+    padding[3, 10:] = True
+    m = sample_masks(padding, MaskConfig(), mask_generator(0, 0, 1))
+    moved = m.to("cpu")
+    assert m.any_padding and moved.scored is not None and len(moved.scored) == m.num_scored
+    x = torch.randn(4, m.ids_mask.shape[1], 3)
+    torch.testing.assert_close(real_rows(x, moved), x[~m.mask_pad])
+    torch.testing.assert_close(real_rows(x, m), x[~m.mask_pad])

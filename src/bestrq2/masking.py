@@ -30,13 +30,22 @@ class Masks:
     mask_pad: Tensor  # [B, M] bool, True where the slot holds a padding token
     ratio: float
     any_padding: bool  # known on the host, so full batches skip padding logic without a device sync
+    scored: Tensor | None = None  # [n] long: flat indices (into B x M) of the masked slots holding audio
 
     @property
     def num_scored(self) -> int:
         """Masked slots that hold real audio: the rows every objective averages its loss over."""
         return int((~self.mask_pad).sum())
 
+    def scored_index(self) -> Tensor:
+        """``scored``, computed from ``mask_pad`` if not yet known (a device sync if that is on a GPU)."""
+        if self.scored is not None:
+            return self.scored
+        return (~self.mask_pad).flatten().nonzero().squeeze(1)
+
     def to(self, device: torch.device | str) -> Masks:
+        """On ``device``; the scored index is computed here, on the host, so that selecting the scored
+        rows of a padded batch costs no device sync (boolean indexing would)."""
         return Masks(
             self.ids_keep.to(device, non_blocking=True),
             self.keep_pad.to(device, non_blocking=True),
@@ -44,6 +53,7 @@ class Masks:
             self.mask_pad.to(device, non_blocking=True),
             self.ratio,
             self.any_padding,
+            self.scored_index().to(device, non_blocking=True) if self.any_padding else None,
         )
 
 

@@ -26,7 +26,8 @@ def gather_rows(x: Tensor, ids: Tensor) -> Tensor:
 
 def real_rows(x: Tensor, masks: Masks) -> Tensor:
     """[B, M, ...] values at the masked slots -> [n, ...] for the slots that hold real audio."""
-    return x[~masks.mask_pad] if masks.any_padding else x.flatten(0, 1)
+    rows = x.flatten(0, 1)
+    return rows.index_select(0, masks.scored_index()) if masks.any_padding else rows
 
 
 class CodeHeads(nn.Module):
