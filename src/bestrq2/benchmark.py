@@ -78,7 +78,10 @@ class TrainStep:
 
 
 def release(device: torch.device) -> None:
-    """Free what the last model left behind (between runs and after an out-of-memory error)."""
+    """Free what the last model left behind (between runs and after an out-of-memory error), compiled
+    graphs included (each configuration compiles its own; left over, they would count against
+    torch.compile's recompile limit)."""
+    torch._dynamo.reset()
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
