@@ -106,6 +106,15 @@ def test_two_ranks_take_the_same_steps_as_one(real_corpus, one_rank, tmp_path, m
     _assert_same_run(one_rank[method], run)
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_bf16_gradient_reduction_stays_close(real_corpus, one_rank, tmp_path, strategy):
+    """parallel.reduce_dtype=bf16 (half the gradient traffic) runs and stays near the fp32 trajectory."""
+    run = tmp_path / "bf16"
+    _run(_pretrain_cmd(real_corpus, run, "--set", f"parallel.strategy={strategy}", "--set", "parallel.reduce_dtype=bf16"),
+         nproc=2)  # fmt: skip
+    np.testing.assert_allclose(_losses(run), _losses(one_rank["bestrq2"]), rtol=1e-2)
+
+
 def test_resume_under_another_strategy_and_world_size(real_corpus, one_rank, tmp_path):
     """Checkpoints hold the full state under plain names: a 1-rank run resumed on 2 FSDP ranks
     continues exactly as the uninterrupted 1-rank run."""

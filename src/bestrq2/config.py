@@ -307,6 +307,9 @@ class ParallelConfig:
     """Recompute each transformer block's activations in the backward pass (less memory, ~1/3 more compute)."""
     compile: bool = False
     """``torch.compile`` each transformer block (long first steps; pays off on GPU)."""
+    reduce_dtype: Literal["fp32", "bf16"] = "fp32"
+    """Gradients between ranks: 'bf16' halves the traffic (DDP: bf16 compression hook; FSDP2: bf16
+    reduce-scatter) at some precision; worth it on many GPUs with a small batch per GPU."""
 
     def validate(self) -> None:
         pass

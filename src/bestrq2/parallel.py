@@ -84,13 +84,31 @@ def prepare_model(model: nn.Module, cfg: ParallelConfig, info: DistInfo, bf16: b
     if cfg.strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
+        reduce = torch.bfloat16 if cfg.reduce_dtype == "bf16" else torch.float32
+        block_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=reduce)
         for unit in _shard_units(model):
-            fully_shard(unit, **({"mp_policy": policy} if policy else {}))
-        fully_shard(model)
+            fully_shard(unit, mp_policy=block_policy)
+        fully_shard(model, mp_policy=MixedPrecisionPolicy(reduce_dtype=reduce))
         return model
     device_ids = [info.device.index] if info.device.type == "cuda" else None
-    return DDP(model, device_ids=device_ids, broadcast_buffers=False)
+    ddp = DDP(model, device_ids=device_ids, broadcast_buffers=False)
+    if cfg.reduce_dtype == "bf16":
+        ddp.register_comm_hook(None, _bf16_mean_hook)
+    return ddp
+
+
+def _bf16_mean_hook(state, bucket):  # noqa: ANN001, ANN202 (DDP checks real annotations; ours are strings)
+    """DDP communication hook: average a gradient bucket (a ``dist.GradBucket``) over ranks in bf16 (half
+    the bytes), then write it back in the gradients' dtype. Any backend with bf16 all-reduce (NCCL, gloo)."""
+    grads = bucket.buffer()
+    low = grads.to(torch.bfloat16).div_(dist.get_world_size())
+    future = dist.all_reduce(low, async_op=True).get_future()
+
+    def write_back(f: torch.futures.Future) -> torch.Tensor:
+        grads.copy_(f.value()[0])
+        return grads
+
+    return future.then(write_back)
 
 
 @contextlib.contextmanager
