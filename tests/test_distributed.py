@@ -196,3 +196,12 @@ def test_slurm_script_checkpoints_requeues_and_resumes(real_corpus, tmp_path):
     assert load_checkpoint(run)["step"] == step + 2
     assert len(read_log(run)) == step + 2
     assert requeued.read_text().split() == ["4242"]  # a job that ends by itself is not requeued
+
+
+def test_bad_data_fails_every_rank_clearly(tmp_path):
+    """Rank 0 lists the data once for all; its error reaches every rank (no rank left waiting)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           *_pretrain_cmd(tmp_path / "missing", tmp_path / "run")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+    assert proc.returncode != 0
+    assert (proc.stdout + proc.stderr).count("does not exist") >= 2  # both ranks report it

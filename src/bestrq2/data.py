@@ -58,11 +58,31 @@ def list_audio(source: str | Path, extensions: tuple[str, ...] = (".wav", ".flac
     return files
 
 
+class PathTable:
+    """Many file paths in two numpy arrays (UTF-8 bytes and offsets) instead of a list of str objects.
+
+    Loader workers are forked: touching a Python object writes its reference count, which copies the
+    page it lives on into the worker. Millions of path strings would be copied into every worker
+    (GBs per node); two numpy buffers are never written, so they stay shared."""
+
+    def __init__(self, paths: list[str | Path]):
+        encoded = [str(p).encode() for p in paths]
+        self._bytes = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        self._ends = np.cumsum([len(e) for e in encoded], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, i: int) -> str:
+        start = int(self._ends[i - 1]) if i > 0 else 0
+        return self._bytes[start : int(self._ends[i])].tobytes().decode()
+
+
 class CropDataset(Dataset):
     """(epoch, index) -> {"wav": float32 [n], "skipped": [(path, reason), ...]}."""
 
     def __init__(self, files: list[Path], cfg: DataConfig, sample_rate: int, seed: int = 0):
-        self.files = [str(f) for f in files]
+        self.files = PathTable(files)
         self.cfg = cfg
         self.sample_rate = sample_rate
         self.crop = int(round(cfg.crop_seconds * sample_rate))

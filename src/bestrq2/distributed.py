@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -61,6 +65,24 @@ def all_gather_objects(obj: object, info: DistInfo) -> list[object]:
     out: list[object] = [None] * info.world
     dist.all_gather_object(out, obj)
     return out
+
+
+def on_main(fn: Callable[[], T], info: DistInfo) -> T:
+    """Run ``fn`` on rank 0 only and hand its result - or its exception, raised everywhere - to every
+    rank (e.g. one listing of a folder of millions of files instead of one per GPU)."""
+    if not info.enabled:
+        return fn()
+    box: list[object] = [None]
+    if info.is_main:
+        try:
+            box[0] = ("ok", fn())
+        except Exception as e:  # noqa: BLE001 - re-raised on every rank below
+            box[0] = ("error", e)
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]  # type: ignore[misc]
+    if kind == "error":
+        raise value
+    return value
 
 
 def barrier(info: DistInfo) -> None:

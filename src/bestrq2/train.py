@@ -38,6 +38,7 @@ from bestrq2.distributed import (
     barrier,
     cleanup,
     init_distributed,
+    on_main,
 )
 from bestrq2.layers import num_params
 from bestrq2.logs import RunLogger
@@ -149,7 +150,7 @@ def _pretrain(
         )
     micro = per_rank // tc.accum_steps
     sharded = is_shard_source(str(data))
-    files = [] if sharded else list_audio(data, cfg.data.extensions)
+    files = [] if sharded else on_main(lambda: list_audio(data, cfg.data.extensions), info)  # one listing, not one per rank
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     core = build_objective(cfg).to(info.device)
