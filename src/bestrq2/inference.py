@@ -79,12 +79,11 @@ class BestRQ2Encoder(nn.Module):
         pieces, piece_len, n_chunks = split_chunks(wav, lengths, self.chunk_samples)
         feats = self.frontend(pieces, piece_len)
         fb, tb = feats["grid"]
+        padding = feats["padding"] if bool(feats["padding"].any()) else None  # full chunks: unmasked attention
         if layer is None:
-            tokens = self.encoder(feats["patches"], feats["grid"], padding=feats["padding"])  # [B*nc, fb*tb, D]
+            tokens = self.encoder(feats["patches"], feats["grid"], padding=padding)  # [B*nc, fb*tb, D]
         else:
-            _, inter = self.encoder.forward_intermediates(
-                feats["patches"], feats["grid"], padding=feats["padding"], layers=[layer]
-            )
+            _, inter = self.encoder.forward_intermediates(feats["patches"], feats["grid"], padding=padding, layers=[layer])
             tokens = inter[0]
         tokens = tokens.reshape(B * n_chunks, fb, tb, -1)  # [B*nc, fb, tb, D]
         if self.pooling == "mean":

@@ -83,8 +83,11 @@ class Block(nn.Module):
 
 
 def key_padding_mask(padding: Tensor | None) -> Tensor | None:
-    """[B, L] bool (True = padding) -> SDPA boolean mask [B, 1, 1, L] (True = attend), or None."""
-    if padding is None or not bool(padding.any()):
+    """[B, L] bool (True = padding) -> SDPA boolean mask [B, 1, 1, L] (True = attend), or None.
+
+    Callers pass None for a batch without padding, which they know on the host (``Masks.any_padding``):
+    checking here would cost a device sync."""
+    if padding is None:
         return None
     return (~padding)[:, None, None, :]
 
