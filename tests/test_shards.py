@@ -439,7 +439,8 @@ def test_pretraining_on_shards_resumes_at_the_right_sample(pcm_shards, tmp_path)
 @integration
 @pytest.mark.slow
 def test_two_ranks_train_on_shards(flac_shards, tmp_path):
-    """torchrun, 2 gloo ranks reading disjoint shards through 2 loader workers each."""
+    """torchrun, 2 gloo ranks reading disjoint shards through 2 loader workers each, from `pipe:` URLs
+    without an index: rank 0 alone reads them to count their clips and hands the counts on."""
     import os
     import subprocess
     import sys
@@ -447,8 +448,10 @@ def test_two_ranks_train_on_shards(flac_shards, tmp_path):
     from bestrq2.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
+    n = len(expand_urls(flac_shards))
+    pipes = f"pipe:cat {flac_shards}/shard-{{000000..{n - 1:06d}}}.tar"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "bestrq2.cli", "pretrain", "--data", str(flac_shards), "--out", str(run), "--max-steps", "4",
+           "-m", "bestrq2.cli", "pretrain", "--data", pipes, "--out", str(run), "--max-steps", "4",
            "--batch-size", "4", "--no-progress", "--set", "data.num_workers=2", "--set", "data.crop_seconds=1.0",
            "--set", "encoder.depth=1", "--set", "encoder.width=64", "--set", "encoder.heads=2",
            "--set", "predictor.width=32", "--set", "predictor.depth=1", "--set", "predictor.heads=2"]  # fmt: skip
@@ -456,5 +459,6 @@ def test_two_ranks_train_on_shards(flac_shards, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "shards" in proc.stdout and "world=2" in proc.stdout
+    assert proc.stderr.count("reading them once to count") == 1  # rank 0 only
     ckpt = load_checkpoint(run)
     assert ckpt["step"] == 4 and ckpt["data_position"] == [0, 4]

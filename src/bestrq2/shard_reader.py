@@ -50,7 +50,7 @@ from bestrq2.shards import (
     shard_index,
 )
 
-__all__ = ["build_shard_loader", "expand_urls", "is_shard_source", "ShardBatches"]
+__all__ = ["build_shard_loader", "counted_shards", "expand_urls", "is_shard_source", "ShardBatches"]
 
 MAX_ATTEMPTS = 32  # decodes tried to replace an unusable clip before giving up
 MAX_LOOKAHEAD = 4096  # clips looked ahead for a replacement (lost ones cost nothing)
@@ -266,8 +266,9 @@ def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
     return batch
 
 
-def _counted(source: str | Path) -> list[Shard]:
-    """The source's shards with clip counts; shards no index counts are read once to count them."""
+def counted_shards(source: str | Path) -> list[Shard]:
+    """The source's shards with clip counts; shards no index counts are read once to count them (the
+    trainer does this on rank 0 only and hands the list to every rank)."""
     shards = shard_index(source)
     for s in shards:
         if not s.url.startswith("pipe:") and not Path(s.url).is_file():
@@ -289,7 +290,7 @@ def _counted(source: str | Path) -> list[Shard]:
 
 
 def build_shard_loader(
-    source: str,
+    source: str | list[Shard],
     cfg: DataConfig,
     sample_rate: int,
     batch_size: int,
@@ -301,15 +302,17 @@ def build_shard_loader(
 ) -> Iterable[dict]:
     """An endless loader of this rank's batches from tar shards: dicts like :func:`bestrq2.data.collate`
     ({"wav" [B, S], "lengths" [B], "skipped", "position": (0, k)}) plus "keys" and "epochs". ``start=(0, k)``
-    continues an interrupted stream at its batch k (same shards, world, num_workers, batch size, seed)."""
+    continues an interrupted stream at its batch k (same shards, world, num_workers, batch size, seed).
+    ``source``: what :func:`bestrq2.shards.expand_urls` takes, or the list :func:`counted_shards` made."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    shards = _counted(source)
+    shards = source if isinstance(source, list) else counted_shards(source)
     total = sum(s.clips for s in shards)
     slots = world * max(1, cfg.num_workers)
     if total < slots:
         raise ValueError(
-            f"{source!r} holds {total} readable clips, fewer than ranks x loader workers ({slots})"
+            f"{'the shards' if isinstance(source, list) else repr(source)} hold {total} readable clips, "
+            f"fewer than ranks x loader workers ({slots})"
         )
     epoch, k = start
     if epoch != 0:

@@ -54,7 +54,8 @@ from bestrq2.parallel import (
     prepare_model,
 )
 from bestrq2.quantizer import code_usage
-from bestrq2.shards import build_shard_loader, is_shard_source
+from bestrq2.shard_reader import build_shard_loader, counted_shards
+from bestrq2.shards import is_shard_source
 
 
 @dataclass
@@ -150,7 +151,11 @@ def _pretrain(
         )
     micro = per_rank // tc.accum_steps
     sharded = is_shard_source(str(data))
-    files = [] if sharded else on_main(lambda: list_audio(data, cfg.data.extensions), info)  # one listing, not one per rank
+    # the data are listed (files) or counted (shards) once, on rank 0, not once per rank
+    if sharded:
+        files, shards = [], on_main(lambda: counted_shards(str(data)), info)
+    else:
+        files, shards = on_main(lambda: list_audio(data, cfg.data.extensions), info), []
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     core = build_objective(cfg).to(info.device)
@@ -215,7 +220,7 @@ def _pretrain(
 
     where = (cfg.data, cfg.frontend.sample_rate, micro, info.rank, info.world, tc.seed, position)
     pin = info.device.type == "cuda"
-    loader = build_shard_loader(str(data), *where, pin_memory=pin) if sharded else build_loader(files, *where, pin_memory=pin)
+    loader = build_shard_loader(shards, *where, pin_memory=pin) if sharded else build_loader(files, *where, pin_memory=pin)
     batches = iter(loader)
     skipped: Counter[str] = Counter()
     bad_files: set[str] = set()
