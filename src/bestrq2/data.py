@@ -201,6 +201,19 @@ def _ignore_stop_signals(_worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def loader_settings(cfg: DataConfig, seed: int, pin_memory: bool) -> dict[str, Any]:
+    """The DataLoader settings every training loader shares (files and tar shards)."""
+    workers = cfg.num_workers
+    return {
+        "num_workers": workers,
+        "pin_memory": pin_memory,
+        "persistent_workers": workers > 0,
+        "prefetch_factor": cfg.prefetch_factor if workers > 0 else None,
+        "generator": torch.Generator().manual_seed(seed),  # keeps the global RNG (drop-path) untouched
+        "worker_init_fn": _ignore_stop_signals,
+    }
+
+
 class _Collate:
     def __init__(self, length: int):
         self.length = length
@@ -227,10 +240,5 @@ def build_loader(
         KeyedDataset(ds),
         batch_sampler=stream,
         collate_fn=_Collate(ds.crop),
-        num_workers=cfg.num_workers,
-        pin_memory=pin_memory,
-        persistent_workers=cfg.num_workers > 0,
-        prefetch_factor=4 if cfg.num_workers > 0 else None,
-        generator=torch.Generator().manual_seed(seed),  # keeps the global RNG (drop-path) untouched
-        worker_init_fn=_ignore_stop_signals,
+        **loader_settings(cfg, seed, pin_memory),
     )

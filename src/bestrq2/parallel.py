@@ -54,17 +54,15 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
 def compile_blocks(model: nn.Module) -> None:
     """``torch.compile`` each block in place (one graph per block type and shape, small and reused);
     with activation checkpointing, each checkpoint wrapper (and not also the block inside it)."""
-    for m in _shard_units(model):
+    for m in _units(model):
         m.compile()
 
 
-def _is_checkpoint_wrapper(m: nn.Module) -> bool:
-    return type(m).__name__ == "CheckpointWrapper"
+def _units(model: nn.Module) -> list[nn.Module]:
+    """The modules compiled and sharded one by one: each block, or its checkpoint wrapper."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
 
-
-def _shard_units(model: nn.Module) -> list[nn.Module]:
-    """The modules FSDP2 shards one by one: each block (or its checkpoint wrapper)."""
-    return [m for m in model.modules() if _is_checkpoint_wrapper(m)] or blocks_of(model)
+    return [m for m in model.modules() if isinstance(m, CheckpointWrapper)] or blocks_of(model)
 
 
 def prepare_model(model: nn.Module, cfg: ParallelConfig, info: DistInfo, bf16: bool = False) -> nn.Module:
@@ -86,7 +84,7 @@ def prepare_model(model: nn.Module, cfg: ParallelConfig, info: DistInfo, bf16: b
 
         reduce = torch.bfloat16 if cfg.reduce_dtype == "bf16" else torch.float32
         block_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=reduce)
-        for unit in _shard_units(model):
+        for unit in _units(model):
             fully_shard(unit, mp_policy=block_policy)
         fully_shard(model, mp_policy=MixedPrecisionPolicy(reduce_dtype=reduce))
         return model

@@ -33,12 +33,11 @@ from typing import Any
 
 import numpy as np
 import soxr
-import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from bestrq2.audio import SILENCE_PEAK
 from bestrq2.config import DataConfig
-from bestrq2.data import _ignore_stop_signals, collate
+from bestrq2.data import collate, loader_settings
 from bestrq2.shards import (
     Shard,
     ShardError,
@@ -320,15 +319,9 @@ def build_shard_loader(
                       RuntimeWarning, stacklevel=2)  # fmt: skip
         k = 0
     dataset = ShardBatches(shards, cfg, sample_rate, batch_size, rank, world, seed, k)
-    workers = cfg.num_workers
     return DataLoader(
         dataset,
         batch_size=None,  # batches are made inside the workers
         collate_fn=_as_is,  # (the default would turn tuples into lists)
-        num_workers=workers,
-        pin_memory=pin_memory,
-        persistent_workers=workers > 0,
-        prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
-        worker_init_fn=_ignore_stop_signals,
-        generator=torch.Generator().manual_seed(seed),  # keeps the global RNG untouched
+        **loader_settings(cfg, seed, pin_memory),
     )
