@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,13 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def cleanup(info: DistInfo) -> None:
+def cleanup(info: DistInfo, finished: bool = True) -> None:
+    """Tear the process group down. After a normal end (``finished``), first wait for every rank and
+    collect garbage, so that no collective is in flight and no tensor of one is left for the
+    interpreter's exit to free: a gloo worker thread freeing one then aborts the process (seen once
+    in CI after a successful run). After an error, no barrier: the other ranks may never arrive."""
     if info.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
+            gc.collect()
         dist.destroy_process_group()

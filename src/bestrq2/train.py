@@ -115,10 +115,13 @@ def pretrain(
 ) -> TrainResult:
     """Pretrain ``cfg.method`` on the audio in ``data``; write checkpoints and logs to ``run_dir``."""
     info = init_distributed(device)
+    finished = False
     try:
-        return _pretrain(cfg, Path(data), Path(run_dir), resume, stop_after, info, progress, tensorboard)
+        result = _pretrain(cfg, Path(data), Path(run_dir), resume, stop_after, info, progress, tensorboard)
+        finished = True
+        return result
     finally:
-        cleanup(info)
+        cleanup(info, finished)
 
 
 def _pretrain(
