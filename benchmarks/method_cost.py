@@ -17,12 +17,12 @@ import time
 
 import torch
 
-from bestrq2.benchmark import device_name
+from bestrq2.bench.throughput import device_name
 from bestrq2.config import get_preset
-from bestrq2.layers import num_params
 from bestrq2.masking import mask_generator
+from bestrq2.models.layers import num_params
 from bestrq2.objectives import build_objective, sample_batch_masks
-from bestrq2.optim import build_optimizer
+from bestrq2.training.optim import build_optimizer
 
 METHODS = ["bestrq2", "bestrq-vit", "bestrq-conformer", "audiojepa"]
 

@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from bestrq2.audio import AudioError, load_audio
 from bestrq2.config import FrontendConfig, QuantizerConfig
 from bestrq2.data import list_audio
+from bestrq2.data.audio import AudioError, load_audio
 from bestrq2.frontend import Frontend
 from bestrq2.quantizer import RandomProjectionQuantizer, code_usage
 

@@ -66,7 +66,7 @@ timed "evaluate ${#MODELS[@]} models" "$PY" -m bestrq2.cli evaluate "${MODELS[@]
   --out "$RESULTS" --no-progress ${EVAL_ARGS:-}
 "$PY" - "$RUNS" "$RESULTS" "${METHODS[@]}" <<'PYEOF'
 import json, sys
-from bestrq2.logs import read_log
+from bestrq2.training.logs import read_log
 runs, results, methods = sys.argv[1], sys.argv[2], sys.argv[3:]
 rows = ["| method | steps | loss first -> last | acc (codes) / cosine (JEPA) last | train time (s) |", "|---|---|---|---|---|"]
 for m in methods:

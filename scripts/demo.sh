@@ -24,7 +24,7 @@ fi
 
 "$PY" - "$RUNS" <<'PYEOF'
 import sys
-from bestrq2.logs import read_log
+from bestrq2.training.logs import read_log
 log = read_log(f"{sys.argv[1]}/bestrq2")
 first, last = log[0], log[-1]
 print(f"\npretraining: step {int(last['step'])}, loss {first['loss']:.3f} -> {last['loss']:.3f}, "

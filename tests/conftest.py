@@ -55,7 +55,7 @@ def micro_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import soundfile as sf
 
     from bestrq2.export import export
-    from bestrq2.train import pretrain
+    from bestrq2.training.loop import pretrain
 
     root = tmp_path_factory.mktemp("micro_export")
     (root / "audio").mkdir()

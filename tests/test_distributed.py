@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from bestrq2.checkpoint import load_checkpoint
-from bestrq2.logs import read_log
+from bestrq2.training.checkpoint import load_checkpoint
+from bestrq2.training.logs import read_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -11,13 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 import bestrq2
-from bestrq2.checkpoint import load_checkpoint
 from bestrq2.cli import main as cli_main
 from bestrq2.export import build_from_checkpoint, export
 from bestrq2.frontend import token_padding
 from bestrq2.masking import mask_generator, sample_masks
 from bestrq2.objectives import build_objective
-from bestrq2.train import pretrain
+from bestrq2.training.checkpoint import load_checkpoint
+from bestrq2.training.loop import pretrain
 from tests.conftest import micro_config
 
 

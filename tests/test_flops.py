@@ -1,4 +1,4 @@
-"""Analytic FLOP counts (bestrq2.flops) against torch's FlopCounterMode on real forward/backward passes.
+"""Analytic FLOP counts (bestrq2.bench.flops) against torch's FlopCounterMode on real forward/backward passes.
 
 FlopCounterMode counts matmuls and convolutions only, as the analytic count does; on the CPU it sees
 attention only through the math backend of SDPA (its fused CPU kernel has no FLOP formula), hence
@@ -13,16 +13,16 @@ from conftest import micro_config
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from bestrq2.devices import peak_bf16_tflops, resolve_peak
-from bestrq2.distributed import DistInfo
-from bestrq2.encoder import ViTEncoder
-from bestrq2.flops import step_flops, vit_block
-from bestrq2.layers import Block
+from bestrq2.bench.devices import peak_bf16_tflops, resolve_peak
+from bestrq2.bench.flops import step_flops, vit_block
+from bestrq2.bench.maxbatch import search_max_batch
 from bestrq2.masking import mask_generator
-from bestrq2.maxbatch import search_max_batch
+from bestrq2.models.encoder import ViTEncoder
+from bestrq2.models.layers import Block
+from bestrq2.models.predictor import Predictor
 from bestrq2.objectives import build_objective, sample_batch_masks
-from bestrq2.parallel import prepare_model
-from bestrq2.predictor import Predictor
+from bestrq2.training.distributed import DistInfo
+from bestrq2.training.parallel import prepare_model
 
 METHODS = ["bestrq2", "bestrq-vit", "bestrq-conformer", "audiojepa"]
 

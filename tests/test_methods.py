@@ -12,13 +12,13 @@ import torch
 
 import bestrq2
 from bestrq2.config import Config
-from bestrq2.ema import momentum_at
 from bestrq2.export import export
-from bestrq2.logs import read_log
 from bestrq2.masking import mask_generator, sample_span_masks
+from bestrq2.models.ema import momentum_at
 from bestrq2.objectives import BUILDERS, build_objective, sample_batch_masks
-from bestrq2.optim import build_optimizer
-from bestrq2.train import pretrain
+from bestrq2.training.logs import read_log
+from bestrq2.training.loop import pretrain
+from bestrq2.training.optim import build_optimizer
 from tests.conftest import micro_config
 
 METHODS = ["bestrq2", "bestrq-vit", "bestrq-conformer", "audiojepa"]
@@ -71,7 +71,7 @@ def test_method_learns_on_real_audio(method, real_corpus, tmp_path):
 def test_export_of_every_method_loads_and_matches(method, tmp_path):
     cfg = method_config(method, train__max_steps=0)
     model = build_objective(cfg)
-    from bestrq2.checkpoint import atomic_save
+    from bestrq2.training.checkpoint import atomic_save
 
     run = tmp_path / "run"
     atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "step": 0}, run / "checkpoints" / "last.pt")
@@ -190,7 +190,7 @@ def test_jepa_exports_target_by_default_and_context_on_request(tmp_path):
     with torch.no_grad():
         for p in model.target_encoder.parameters():
             p.add_(1.0)  # make the teacher differ from the student
-    from bestrq2.checkpoint import atomic_save
+    from bestrq2.training.checkpoint import atomic_save
 
     ckpt = tmp_path / "ckpt.pt"
     atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "step": 0}, ckpt)
@@ -221,8 +221,8 @@ def test_span_masks_cover_whole_spans_and_respect_padding():
 
 
 def test_random_init_floor_of_a_conformer_export_is_a_conformer(tmp_path):
-    from bestrq2.checkpoint import atomic_save
     from bestrq2.evaluation.models import resolve_model
+    from bestrq2.training.checkpoint import atomic_save
 
     cfg = method_config("bestrq-conformer", train__max_steps=0)
     ckpt = tmp_path / "ckpt.pt"

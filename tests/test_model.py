@@ -7,8 +7,8 @@ from bestrq2.config import PRESETS, get_preset
 from bestrq2.frontend import token_padding
 from bestrq2.inference import BestRQ2Encoder
 from bestrq2.masking import mask_generator, sample_masks
+from bestrq2.models.positions import sincos_2d
 from bestrq2.objectives import build_objective
-from bestrq2.positions import sincos_2d
 from bestrq2.quantizer import RandomProjectionQuantizer, code_usage
 from tests.conftest import micro_config
 
@@ -132,7 +132,7 @@ def test_several_codebooks():
 
 
 def test_no_weight_decay_on_norms_biases_tokens():
-    from bestrq2.optim import param_groups
+    from bestrq2.training.optim import param_groups
 
     model = build_objective(micro_config())
     decay, no_decay = param_groups(model, 0.05)

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from bestrq2.config import ParallelConfig
-from bestrq2.distributed import DistInfo
 from bestrq2.masking import mask_generator
 from bestrq2.objectives import build_objective, sample_batch_masks
-from bestrq2.optim import build_optimizer
-from bestrq2.parallel import blocks_of, full_state, load_optimizer_state, prepare_model
+from bestrq2.training.distributed import DistInfo
+from bestrq2.training.optim import build_optimizer
+from bestrq2.training.parallel import blocks_of, full_state, load_optimizer_state, prepare_model
 from tests.conftest import micro_config
 
 ONE = DistInfo(0, 1, 0, torch.device("cpu"))

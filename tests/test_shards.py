@@ -18,12 +18,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from bestrq2.audio import load_audio
 from bestrq2.cli import main as cli_main
 from bestrq2.config import DataConfig
-from bestrq2.shard_reader import buffer_order, build_shard_loader
-from bestrq2.shard_writer import write_shards
-from bestrq2.shards import expand_urls, is_shard_source, iter_tar, read_clip, shard_index
+from bestrq2.data.audio import load_audio
+from bestrq2.data.shard_reader import buffer_order, build_shard_loader
+from bestrq2.data.shard_writer import write_shards
+from bestrq2.data.shards import expand_urls, is_shard_source, iter_tar, read_clip, shard_index
 
 integration = pytest.mark.integration
 SR = 16000
@@ -419,9 +419,9 @@ def test_buffer_order_is_a_seeded_permutation():
 @integration
 def test_pretraining_on_shards_resumes_at_the_right_sample(pcm_shards, tmp_path):
     """A run stopped at step 3 and resumed reads the same batches as an uninterrupted one: equal losses."""
-    from bestrq2.checkpoint import load_checkpoint
-    from bestrq2.logs import read_log
-    from bestrq2.train import pretrain
+    from bestrq2.training.checkpoint import load_checkpoint
+    from bestrq2.training.logs import read_log
+    from bestrq2.training.loop import pretrain
     from tests.conftest import micro_config
 
     cfg = micro_config(train__max_steps=6, train__ckpt_every=100, data__crop_seconds=1.0)
@@ -445,7 +445,7 @@ def test_two_ranks_train_on_shards(flac_shards, tmp_path):
     import subprocess
     import sys
 
-    from bestrq2.checkpoint import load_checkpoint
+    from bestrq2.training.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
     n = len(expand_urls(flac_shards))

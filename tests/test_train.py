@@ -12,13 +12,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from bestrq2.checkpoint import load_checkpoint
 from bestrq2.cli import main as cli_main
 from bestrq2.config import Config
 from bestrq2.data import list_audio
-from bestrq2.logs import read_log
 from bestrq2.quantizer import RandomProjectionQuantizer
-from bestrq2.train import pretrain
+from bestrq2.training.checkpoint import load_checkpoint
+from bestrq2.training.logs import read_log
+from bestrq2.training.loop import pretrain
 from tests.conftest import micro_config
 
 pytestmark = pytest.mark.integration

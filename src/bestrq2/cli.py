@@ -47,7 +47,7 @@ def _default_data() -> str:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from bestrq2.train import pretrain
+    from bestrq2.training.loop import pretrain
 
     cfg = _config_from_args(args)
     data = args.data or _default_data()
@@ -100,8 +100,8 @@ def _model_rows(path: str) -> list[dict]:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     import torch
 
-    from bestrq2.benchmark import format_report, format_table, run_benchmark
-    from bestrq2.devices import device_name
+    from bestrq2.bench.devices import device_name
+    from bestrq2.bench.throughput import format_report, format_table, run_benchmark
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,7 +111,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     runs: list[dict] = []
     model = args.loader is None or args.with_model
     if args.find_max_batch:
-        from bestrq2.maxbatch import find_max_batch, format_max_batch
+        from bestrq2.bench.maxbatch import find_max_batch, format_max_batch
 
         rows = []
         for cfg in configs:
@@ -129,7 +129,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         print(format_report(runs[0]) if len(runs) == 1 else f"device: {out['device']}\n{format_table(runs)}")
         out["runs"] = runs
     if args.loader:
-        from bestrq2.loader_bench import bench_loader, format_loader
+        from bestrq2.bench.loader import bench_loader, format_loader
 
         cfg = configs[0]
         batch = args.batch_size or cfg.train.batch_size

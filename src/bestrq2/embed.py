@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bestrq2.audio import AudioError, load_audio
+from bestrq2.data.audio import AudioError, load_audio
 from bestrq2.export import load_encoder
 
 

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bestrq2 import __version__
-from bestrq2.checkpoint import checkpoint_path, load_checkpoint
 from bestrq2.config import Config, ConformerConfig, EncoderConfig, FrontendConfig, _from_dict
 from bestrq2.inference import BestRQ2Encoder, ConformerEncoder
+from bestrq2.training.checkpoint import checkpoint_path, load_checkpoint
 
 FORMAT = "bestrq2-encoder"
 ARCHS = ("vit", "conformer")

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bestrq2.config import ConformerConfig, EncoderConfig, FrontendConfig
-from bestrq2.conformer import Conformer, frame_frontend
-from bestrq2.encoder import ViTEncoder
 from bestrq2.frontend import Frontend, unpatchify
+from bestrq2.models.conformer import Conformer, frame_frontend
+from bestrq2.models.encoder import ViTEncoder
 
 POOLINGS = ("mean", "concat")
 

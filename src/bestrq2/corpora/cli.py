@@ -57,7 +57,7 @@ def _shard_parser() -> argparse.ArgumentParser:
 
 
 def shard_main(argv: list[str]) -> int:
-    from bestrq2.shard_writer import write_shards
+    from bestrq2.data.shard_writer import write_shards
 
     args = _shard_parser().parse_args(argv)
     try:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bestrq2.audio import AudioError, load_audio
+from bestrq2.data.audio import AudioError, load_audio
 
 SHARD_CLIPS = 2000
 

@@ -94,8 +94,8 @@ def _configs(source: str) -> _Arch:
         cfg = get_preset(source)
         return _Arch(cfg.frontend, cfg.encoder, source, "mean")
     if path.is_file() or (path / "checkpoints").is_dir():
-        from bestrq2.checkpoint import load_checkpoint
         from bestrq2.export import arch_of
+        from bestrq2.training.checkpoint import load_checkpoint
 
         cfg = Config.from_dict(load_checkpoint(path)["config"])
         name = path.resolve().name if path.is_dir() else path.stem
@@ -135,7 +135,7 @@ def resolve_model(spec: str, layer: int | None = None) -> ModelSpec:
     elif path.is_file():
         key = _digest("checkpoint", _file_digest(path), tag)
     elif path.is_dir():
-        from bestrq2.checkpoint import checkpoint_path
+        from bestrq2.training.checkpoint import checkpoint_path
 
         ckpt = checkpoint_path(path)
         if not ckpt.is_file():

@@ -16,15 +16,15 @@ import torch
 from torch import Tensor, nn
 
 from bestrq2.config import Config, ConfigError
-from bestrq2.conformer import Conformer, frame_frontend
-from bestrq2.encoder import ViTEncoder
 from bestrq2.frontend import Frontend, token_padding
 from bestrq2.masking import Masks, sample_masks, sample_span_masks
+from bestrq2.models.conformer import Conformer, frame_frontend
+from bestrq2.models.encoder import ViTEncoder
+from bestrq2.models.predictor import Predictor
 from bestrq2.objectives.audiojepa import AudioJEPA
 from bestrq2.objectives.bestrq import BestRQ, MaskFill
 from bestrq2.objectives.bestrq2 import BestRQ2, CodeHeads
 from bestrq2.objectives.bestrq_conformer import BestRQConformer
-from bestrq2.predictor import Predictor
 from bestrq2.quantizer import RandomProjectionQuantizer
 
 BUILDERS: dict[str, Callable[[Config], nn.Module]] = {}

@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bestrq2.config import JEPAConfig
-from bestrq2.ema import ema_update, frozen_copy, momentum_at
-from bestrq2.encoder import ViTEncoder
 from bestrq2.frontend import Frontend
 from bestrq2.masking import Masks
+from bestrq2.models.ema import ema_update, frozen_copy, momentum_at
+from bestrq2.models.encoder import ViTEncoder
+from bestrq2.models.predictor import Predictor
 from bestrq2.objectives.bestrq2 import gather_rows, real_rows
-from bestrq2.predictor import Predictor
 
 
 class AudioJEPA(nn.Module):

@@ -13,9 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from bestrq2.config import OneStepConfig
-from bestrq2.encoder import ViTEncoder
 from bestrq2.frontend import Frontend
 from bestrq2.masking import Masks
+from bestrq2.models.encoder import ViTEncoder
 from bestrq2.objectives.bestrq2 import CodeHeads, code_loss, gather_rows, real_rows
 from bestrq2.quantizer import RandomProjectionQuantizer
 

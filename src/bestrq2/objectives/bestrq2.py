@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bestrq2.encoder import ViTEncoder
 from bestrq2.frontend import Frontend
 from bestrq2.masking import Masks
-from bestrq2.predictor import Predictor
+from bestrq2.models.encoder import ViTEncoder
+from bestrq2.models.predictor import Predictor
 from bestrq2.quantizer import RandomProjectionQuantizer
 
 

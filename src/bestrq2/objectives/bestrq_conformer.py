@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from bestrq2.conformer import Conformer
 from bestrq2.frontend import Frontend, unpatchify
 from bestrq2.masking import Masks
+from bestrq2.models.conformer import Conformer
 from bestrq2.objectives.bestrq import MaskFill
 from bestrq2.objectives.bestrq2 import CodeHeads, code_loss, gather_rows, real_rows
 from bestrq2.quantizer import RandomProjectionQuantizer

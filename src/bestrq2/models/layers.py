@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bestrq2.positions import apply_rope
+from bestrq2.models.positions import apply_rope
 
 Rope = tuple[Tensor, Tensor] | None
 

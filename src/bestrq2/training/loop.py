@@ -5,7 +5,7 @@
            every ckpt_every steps and at the end: atomic checkpoint (model, optimiser, step,
            RNG states of every rank, data position, config)
 
-Parallelism is applied from outside the model (:mod:`bestrq2.parallel`: DDP or FSDP2 when world > 1,
+Parallelism is applied from outside the model (:mod:`bestrq2.training.parallel`: DDP or FSDP2 when world > 1,
 activation checkpointing, torch.compile). Everything random is seeded: model init by ``train.seed``;
 masks by (seed, micro-step, slot in the global batch); data crops by (seed, epoch, index); drop-path by
 per-rank torch RNG states saved in the checkpoint. So ``--resume`` continues exactly where an
@@ -27,10 +27,22 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bestrq2.checkpoint import atomic_save, checkpoint_path, load_checkpoint, rng_state, set_rng_state
 from bestrq2.config import Config, ConfigError
-from bestrq2.data import build_loader, list_audio
-from bestrq2.distributed import (
+from bestrq2.data.files import build_loader, list_audio
+from bestrq2.data.shard_reader import build_shard_loader, counted_shards
+from bestrq2.data.shards import is_shard_source
+from bestrq2.masking import mask_generator, slot_generators
+from bestrq2.models.layers import num_params
+from bestrq2.objectives import build_objective, sample_batch_masks
+from bestrq2.quantizer import code_usage
+from bestrq2.training.checkpoint import (
+    atomic_save,
+    checkpoint_path,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
+from bestrq2.training.distributed import (
     DistInfo,
     all_gather_objects,
     all_reduce_mean,
@@ -40,12 +52,9 @@ from bestrq2.distributed import (
     init_distributed,
     on_main,
 )
-from bestrq2.layers import num_params
-from bestrq2.logs import RunLogger
-from bestrq2.masking import mask_generator, slot_generators
-from bestrq2.objectives import build_objective, sample_batch_masks
-from bestrq2.optim import build_optimizer, lr_at
-from bestrq2.parallel import (
+from bestrq2.training.logs import RunLogger
+from bestrq2.training.optim import build_optimizer, lr_at
+from bestrq2.training.parallel import (
     full_state,
     grad_norm_value,
     load_optimizer_state,
@@ -53,9 +62,6 @@ from bestrq2.parallel import (
     params_checksum,
     prepare_model,
 )
-from bestrq2.quantizer import code_usage
-from bestrq2.shard_reader import build_shard_loader, counted_shards
-from bestrq2.shards import is_shard_source
 
 
 @dataclass
@@ -124,16 +130,27 @@ def pretrain(
         cleanup(info, finished)
 
 
-def _pretrain(
-    cfg: Config,
-    data: Path,
-    run_dir: Path,
-    resume: bool,
-    stop_after: int | None,
-    info: DistInfo,
-    progress: bool,
-    tensorboard: bool,
-) -> TrainResult:
+@dataclass
+class _Run:
+    """What set-up hands the loop: the resolved config, the model (plain and wrapped), the optimiser,
+    the data, and where to start."""
+
+    cfg: Config
+    core: torch.nn.Module  # the plain objective: EMA updates and checkpoints go through it
+    model: torch.nn.Module  # the same, wrapped for DDP / FSDP2 / compile
+    optimizer: torch.optim.Optimizer
+    step: int
+    position: tuple[int, int]  # (epoch, next micro-batch) of the data stream
+    files: list[Path]
+    shards: list
+    micro: int  # examples per micro-batch on this rank
+    use_bf16: bool
+    resumed: bool
+
+
+def _set_up(cfg: Config, data: Path, run_dir: Path, resume: bool, info: DistInfo) -> _Run:
+    """Resolve the config (the saved one on resume), list the data once, build and wrap the model and the
+    optimiser, and restore their state and the RNGs from the checkpoint when resuming."""
     ckpt = None
     ckpt_file = checkpoint_path(run_dir)
     if ckpt_file.exists():
@@ -152,7 +169,6 @@ def _pretrain(
         raise ConfigError(
             f"train.batch_size {tc.batch_size} must divide by world size {info.world} x accum_steps {tc.accum_steps}"
         )
-    micro = per_rank // tc.accum_steps
     sharded = is_shard_source(str(data))
     # the data are listed (files) or counted (shards) once, on rank 0, not once per rank
     if sharded:
@@ -180,103 +196,139 @@ def _pretrain(
             print(f"warning: resuming a run made with {ckpt['world_size']} ranks on {info.world}: {what}")
     else:
         torch.manual_seed(tc.seed * 1000 + info.rank + 1)  # per-rank stream for drop-path
+    micro = per_rank // tc.accum_steps
+    return _Run(cfg, core, model, optimizer, step, position, files, shards, micro, use_bf16, ckpt is not None)
 
+
+def _save(run: _Run, run_dir: Path, at_step: int, pos: tuple[int, int], info: DistInfo) -> None:
+    """Write the full-state checkpoint atomically (a collective: every rank calls it)."""
+    rngs = all_gather_objects(rng_state(), info)
+    sums = params_checksum(run.core, info)  # replicas must hold the same weights; a divergence is a bug
+    if sums and max(sums) - min(sums) > 1e-6 * (1 + abs(sums[0])):
+        raise RuntimeError(f"ranks disagree on the weights at step {at_step}: checksums {sums}")
+    model_state, optim_state = full_state(run.core, run.optimizer)  # a collective under FSDP2
+    if info.is_main:
+        atomic_save(
+            {
+                "config": run.cfg.to_dict(),
+                "model": model_state,
+                "optimizer": optim_state,
+                "step": at_step,
+                "data_position": list(pos),
+                "rng": rngs,
+                "world_size": info.world,
+            },
+            checkpoint_path(run_dir),
+        )
+    barrier(info)
+
+
+def _read_step(run: _Run, batches: Iterator, slots: list[int], info: DistInfo, skipped: Counter, bad_files: set):
+    """Read and mask every micro-batch of the step first: the loss is a mean over all real masked patches
+    of the global batch, so each micro-batch weighs by its count (one tiny all-reduce). With masks keyed
+    by slot, the step does not depend on how the global batch is split over ranks.
+    Returns [(batch, masks, weight)]."""
+    cfg, tc = run.cfg, run.cfg.train
+    micro_batches, counts = [], torch.zeros(tc.accum_steps, dtype=torch.float64)
+    for k in range(tc.accum_steps):
+        batch = next(batches)
+        for path, reason in batch["skipped"]:
+            if path not in bad_files:
+                bad_files.add(path)
+                skipped[reason] += 1
+        micro_step = run.step * tc.accum_steps + k
+        gen, rows = mask_generator(tc.seed, 0, micro_step), slot_generators(tc.seed, slots, micro_step)
+        masks = sample_batch_masks(cfg, batch["lengths"], batch["wav"].shape[1], gen, rows)
+        counts[k] = masks.num_scored
+        micro_batches.append((batch, masks))
+    total = counts.sum().to(torch.float32).to(info.device, non_blocking=True)  # a blocking copy would sync
+    total = all_reduce_sum(total, info).clamp(min=1.0)
+    # x world: DDP / FSDP average gradients over ranks
+    return [(b, m, float(counts[k]) * info.world / total) for k, (b, m) in enumerate(micro_batches)]
+
+
+def _forward_backward(run: _Run, micro_batches: list, stop: _StopFlag, info: DistInfo) -> tuple[float, float, bool, dict]:
+    """Forward and backward every micro-batch (gradients synchronised on the last one); returns the
+    global-batch loss and accuracy, whether any rank asked to stop, and the last micro-batch's outputs."""
+    tc = run.cfg.train
+    stats = torch.zeros(3, device=info.device)  # loss, acc, stop flag
+    for k, (batch, masks, weight) in enumerate(micro_batches):
+        wav = batch["wav"].to(info.device, non_blocking=True)  # pinned by the loader on CUDA
+        lengths = batch["lengths"].to(info.device, non_blocking=True)
+        sync = no_gradient_sync(run.model, run.cfg.parallel, info, skip=k < tc.accum_steps - 1)
+        with sync, torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
+            out = run.model(wav, lengths, masks.to(info.device))
+            (out["loss"] * weight).backward()
+        stats[0] += out["loss"].detach() * weight
+        stats[1] += out["acc"] * weight
+    stats[2] = float(stop.set)  # read after the backward pass: a signal during it stops this step
+    stats = all_reduce_mean(stats, info)
+    return float(stats[0]), float(stats[1]), bool(stats[2] > 0), out
+
+
+def _pretrain(
+    cfg: Config,
+    data: Path,
+    run_dir: Path,
+    resume: bool,
+    stop_after: int | None,
+    info: DistInfo,
+    progress: bool,
+    tensorboard: bool,
+) -> TrainResult:
+    run = _set_up(cfg, data, run_dir, resume, info)
+    cfg, tc, core, optimizer = run.cfg, run.cfg.train, run.core, run.optimizer
+    sharded = bool(run.shards)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(cfg.to_json())
         print(
             f"bestrq2: {cfg.method} preset={cfg.preset} encoder={num_params(core.encoder) / 1e6:.2f}M "
-            f"total={num_params(core) / 1e6:.2f}M params | {'shards ' + str(data) if sharded else str(len(files)) + ' files'} "
+            f"total={num_params(core) / 1e6:.2f}M params | {'shards ' + str(data) if sharded else str(len(run.files)) + ' files'} "
             f"| world={info.world} {cfg.parallel.strategy if info.enabled else ''} "
-            f"batch={tc.batch_size} (micro {micro} x accum {tc.accum_steps}) | device={info.device} | step {step}/{tc.max_steps}"
+            f"batch={tc.batch_size} (micro {run.micro} x accum {tc.accum_steps}) | device={info.device} | step {run.step}/{tc.max_steps}"
         )
-    logger = RunLogger(run_dir, step, tensorboard) if info.is_main else None
-
-    def save(at_step: int, pos: tuple[int, int]) -> None:
-        rngs = all_gather_objects(rng_state(), info)
-        sums = params_checksum(core, info)  # replicas must hold the same weights; a divergence is a bug
-        if sums and max(sums) - min(sums) > 1e-6 * (1 + abs(sums[0])):
-            raise RuntimeError(f"ranks disagree on the weights at step {at_step}: checksums {sums}")
-        model_state, optim_state = full_state(core, optimizer)  # a collective under FSDP2
-        if info.is_main:
-            atomic_save(
-                {
-                    "config": cfg.to_dict(),
-                    "model": model_state,
-                    "optimizer": optim_state,
-                    "step": at_step,
-                    "data_position": list(pos),
-                    "rng": rngs,
-                    "world_size": info.world,
-                },
-                ckpt_file,
-            )
-        barrier(info)
+    logger = RunLogger(run_dir, run.step, tensorboard) if info.is_main else None
 
     end = tc.max_steps if stop_after is None else min(tc.max_steps, stop_after)
-    if step >= end:
-        if ckpt is None:  # --max-steps 0: a random-init checkpoint (a baseline)
-            save(0, position)
+    if run.step >= end:
+        if not run.resumed:  # --max-steps 0: a random-init checkpoint (a baseline)
+            _save(run, run_dir, 0, run.position, info)
         if logger:
             logger.close()
-        return TrainResult(step, run_dir, float("nan"))
+        return TrainResult(run.step, run_dir, float("nan"))
 
-    where = (cfg.data, cfg.frontend.sample_rate, micro, info.rank, info.world, tc.seed, position)
+    where = (cfg.data, cfg.frontend.sample_rate, run.micro, info.rank, info.world, tc.seed, run.position)
     pin = info.device.type == "cuda"
-    loader = build_shard_loader(shards, *where, pin_memory=pin) if sharded else build_loader(files, *where, pin_memory=pin)
+    if sharded:
+        loader = build_shard_loader(run.shards, *where, pin_memory=pin)
+    else:
+        loader = build_loader(run.files, *where, pin_memory=pin)
     batches = iter(loader)
     skipped: Counter[str] = Counter()
     bad_files: set[str] = set()
     window: dict[str, float] = Counter()
     bad_steps, last_loss = 0, float("nan")
-    slots = [info.rank + i * info.world for i in range(micro)]  # this rank's examples in the global batch
+    slots = [info.rank + i * info.world for i in range(run.micro)]  # this rank's examples in the global batch
     t0 = t_log = time.time()
-    bar = tqdm(total=end, initial=step, disable=not (progress and info.is_main), dynamic_ncols=True, desc="pretrain")
+    bar = tqdm(total=end, initial=run.step, disable=not (progress and info.is_main), dynamic_ncols=True, desc="pretrain")
     with _StopFlag() as stop, _workers_stopped(batches):
-        while step < end:
-            model.train()
-            lr = lr_at(step, tc.max_steps, cfg.optim)
+        while run.step < end:
+            run.model.train()
+            lr = lr_at(run.step, tc.max_steps, cfg.optim)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            # read and mask every micro-batch of the step first: the loss is a mean over all real masked
-            # patches of the global batch, so each micro-batch weighs by its count (one tiny all-reduce);
-            # with masks keyed by slot, the step does not depend on how the global batch is split over ranks
-            micro_batches, counts = [], torch.zeros(tc.accum_steps, dtype=torch.float64)
-            for k in range(tc.accum_steps):
-                batch = next(batches)
-                for path, reason in batch["skipped"]:
-                    if path not in bad_files:
-                        bad_files.add(path)
-                        skipped[reason] += 1
-                micro_step = step * tc.accum_steps + k
-                gen, rows = mask_generator(tc.seed, 0, micro_step), slot_generators(tc.seed, slots, micro_step)
-                masks = sample_batch_masks(cfg, batch["lengths"], batch["wav"].shape[1], gen, rows)
-                counts[k] = masks.num_scored
-                micro_batches.append((batch, masks))
-            total = counts.sum().to(torch.float32).to(info.device, non_blocking=True)  # a blocking copy would sync
-            total = all_reduce_sum(total, info).clamp(min=1.0)
-            stats = torch.zeros(3, device=info.device)  # loss, acc, stop flag
-            for k, (batch, masks) in enumerate(micro_batches):
-                weight = float(counts[k]) * info.world / total  # x world: DDP / FSDP average gradients over ranks
-                wav = batch["wav"].to(info.device, non_blocking=True)  # pinned by the loader on CUDA
-                lengths = batch["lengths"].to(info.device, non_blocking=True)
-                sync = no_gradient_sync(model, cfg.parallel, info, skip=k < tc.accum_steps - 1)
-                with sync, torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    out = model(wav, lengths, masks.to(info.device))
-                    (out["loss"] * weight).backward()
-                stats[0] += out["loss"].detach() * weight
-                stats[1] += out["acc"] * weight
-            stats[2] = float(stop.set)
-            stats = all_reduce_mean(stats, info)
-            loss, acc = float(stats[0]), float(stats[1])
-            position = (batch["position"][0], batch["position"][1] + 1)  # next micro-batch to read
+            micro_batches = _read_step(run, batches, slots, info, skipped, bad_files)
+            loss, acc, stop_now, out = _forward_backward(run, micro_batches, stop, info)
+            last_batch, masks, _ = micro_batches[-1]
+            run.position = (last_batch["position"][0], last_batch["position"][1] + 1)  # next micro-batch to read
             clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
             grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(core.parameters(), clip))
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 optimizer.zero_grad(set_to_none=True)
                 bad_steps += 1
                 if info.is_main:
-                    tqdm.write(f"step {step}: non-finite loss or gradient, update skipped ({bad_steps} in a row)")
+                    tqdm.write(f"step {run.step}: non-finite loss or gradient, update skipped ({bad_steps} in a row)")
                 if bad_steps >= tc.max_bad_steps:
                     raise FloatingPointError(f"{bad_steps} consecutive non-finite steps; stopping (last checkpoint kept)")
                 continue
@@ -284,8 +336,9 @@ def _pretrain(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if hasattr(core, "update_target"):  # an EMA teacher (audiojepa) follows the updated weights
-                core.update_target(step)
-            step += 1
+                core.update_target(run.step)
+            run.step += 1
+            step = run.step
             last_loss = loss
             window["loss"] += loss
             window["acc"] += acc
@@ -314,9 +367,9 @@ def _pretrain(
                     logger.log(row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
                 window, t_log = Counter(), now
-            if step % tc.ckpt_every == 0 or step == end or stats[2] > 0:
-                save(step, position)
-            if stats[2] > 0:
+            if step % tc.ckpt_every == 0 or step == end or stop_now:
+                _save(run, run_dir, step, run.position, info)
+            if stop_now:
                 if info.is_main:
                     tqdm.write(f"stop requested: checkpoint saved at step {step}; continue with --resume")
                 break
@@ -326,8 +379,8 @@ def _pretrain(
         if bad_files:
             (run_dir / "skipped_files.txt").write_text("\n".join(sorted(bad_files)) + "\n")
             print(f"skipped {len(bad_files)} unusable files ({dict(skipped)}); list in {run_dir / 'skipped_files.txt'}")
-        summary = {"step": step, "last_loss": last_loss, "elapsed_s": time.time() - t0, "skipped_files": len(bad_files)}
+        summary = {"step": run.step, "last_loss": last_loss, "elapsed_s": time.time() - t0, "skipped_files": len(bad_files)}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if logger:
         logger.close()
-    return TrainResult(step, run_dir, last_loss)
+    return TrainResult(run.step, run_dir, last_loss)

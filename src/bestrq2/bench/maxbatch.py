@@ -1,7 +1,7 @@
 """The largest training batch that fits in device memory: grow by doubling, then bisect.
 
 A try is two full training steps (the second one holds the optimiser state, the gradients' buffers
-and the activations at once) of a model prepared as in training (``bestrq2.benchmark.TrainStep``).
+and the activations at once) of a model prepared as in training (``bestrq2.bench.throughput.TrainStep``).
 On CUDA a try fails with ``torch.cuda.OutOfMemoryError``, after which memory is freed; ``limit_gib`` caps
 the caching allocator (``torch.cuda.set_per_process_memory_fraction``), e.g. to emulate an 80 GB
 card on a larger one. On the CPU an out-of-memory error kills the process instead of raising, so a
@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import torch
 
-from bestrq2.benchmark import TrainStep, release
+from bestrq2.bench.devices import PeakMemory
+from bestrq2.bench.throughput import TrainStep, release
 from bestrq2.config import Config
-from bestrq2.devices import PeakMemory
 
 
 def search_max_batch(

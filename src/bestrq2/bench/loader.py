@@ -1,7 +1,7 @@
 """Throughput of the training data loader alone (no model): clips/s and audio seconds/s.
 
-The loader is the one ``bestrq2.train`` builds for rank 0 of 1: ``bestrq2.data.build_loader`` for a
-folder or manifest, ``bestrq2.shards.build_shard_loader`` for tar shards. Time to the first batch
+The loader is the one ``bestrq2.training.loop`` builds for rank 0 of 1: ``bestrq2.data.build_loader`` for a
+folder or manifest, ``bestrq2.data.shards.build_shard_loader`` for tar shards. Time to the first batch
 (worker start-up, shuffle buffers) is reported apart; the rate is measured after the first
 ``warmup`` batches (by default one per worker: the batches the workers prepared in parallel while
 starting) over ``batches`` more, consumed as fast as they come.
@@ -18,15 +18,15 @@ from bestrq2.config import Config
 
 
 def build_training_loader(source: str, cfg: Config, batch_size: int, pin_memory: bool = False):  # noqa: ANN201
-    """The loader ``bestrq2.train`` would read on rank 0 of 1, and whether it reads shards."""
+    """The loader ``bestrq2.training.loop`` would read on rank 0 of 1, and whether it reads shards."""
     where = (cfg.data, cfg.frontend.sample_rate, batch_size, 0, 1, cfg.train.seed, (0, 0))
     try:
-        from bestrq2.shards import build_shard_loader, is_shard_source
+        from bestrq2.data.shards import build_shard_loader, is_shard_source
     except ImportError:  # shards not available in this version
         build_shard_loader, is_shard_source = None, None
     if is_shard_source is not None and is_shard_source(source):
         return build_shard_loader(source, *where, pin_memory=pin_memory), True
-    from bestrq2.data import build_loader, list_audio
+    from bestrq2.data.files import build_loader, list_audio
 
     return build_loader(list_audio(source, cfg.data.extensions), *where, pin_memory=pin_memory), False
 

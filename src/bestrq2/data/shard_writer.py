@@ -1,7 +1,7 @@
 """Write tar shards (``bestrq2 data shard``): audio folder or manifest -> ``DIR/shard-NNNNNN.tar`` and
-``DIR/shards.json`` in the layout of :mod:`bestrq2.shards`.
+``DIR/shards.json`` in the layout of :mod:`bestrq2.data.shards`.
 
-Each file is decoded to mono at the target rate (:func:`bestrq2.audio.load_audio`), quantised to 16 bits,
+Each file is decoded to mono at the target rate (:func:`bestrq2.data.audio.load_audio`), quantised to 16 bits,
 cut into equal consecutive segments of at most ``max_seconds`` if longer, and each segment becomes one
 sample. Files are shuffled (seeded) so that shards mix sources; a file's segments stay together. Shards
 are written under a temporary name and renamed when complete; the index is written last.
@@ -26,9 +26,9 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from bestrq2.audio import AudioError, load_audio
-from bestrq2.data import list_audio
-from bestrq2.shards import FORMATS, INDEX_NAME
+from bestrq2.data.audio import AudioError, load_audio
+from bestrq2.data.files import list_audio
+from bestrq2.data.shards import FORMATS, INDEX_NAME
 
 
 def _encode(pcm: np.ndarray, fmt: str, sample_rate: int) -> bytes:

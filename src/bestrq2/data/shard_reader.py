@@ -1,4 +1,4 @@
-"""Training batches from tar shards (:mod:`bestrq2.shards`): an endless stream per rank, split over
+"""Training batches from tar shards (:mod:`bestrq2.data.shards`): an endless stream per rank, split over
 ranks and loader workers without duplicates, and exactly resumable from a batch index.
 
 Who reads what is a pure function of the shard list, the clip counts, the seed and the epoch:
@@ -35,10 +35,10 @@ import numpy as np
 import soxr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from bestrq2.audio import SILENCE_PEAK
 from bestrq2.config import DataConfig
-from bestrq2.data import collate, loader_settings
-from bestrq2.shards import (
+from bestrq2.data.audio import SILENCE_PEAK
+from bestrq2.data.files import collate, loader_settings
+from bestrq2.data.shards import (
     Shard,
     ShardError,
     clip_frames,
@@ -302,7 +302,7 @@ def build_shard_loader(
     """An endless loader of this rank's batches from tar shards: dicts like :func:`bestrq2.data.collate`
     ({"wav" [B, S], "lengths" [B], "skipped", "position": (0, k)}) plus "keys" and "epochs". ``start=(0, k)``
     continues an interrupted stream at its batch k (same shards, world, num_workers, batch size, seed).
-    ``source``: what :func:`bestrq2.shards.expand_urls` takes, or the list :func:`counted_shards` made."""
+    ``source``: what :func:`bestrq2.data.shards.expand_urls` takes, or the list :func:`counted_shards` made."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     shards = source if isinstance(source, list) else counted_shards(source)

@@ -1,12 +1,12 @@
 """Speed benchmark: training throughput, memory and MFU, and inference real-time factor, on this device.
 
-One training step here is a training step of ``bestrq2.train``: the objective prepared by
-``bestrq2.parallel.prepare_model`` (so ``parallel.activation_checkpointing`` and ``parallel.compile``
+One training step here is a training step of ``bestrq2.training.loop``: the objective prepared by
+``bestrq2.training.parallel.prepare_model`` (so ``parallel.activation_checkpointing`` and ``parallel.compile``
 act exactly as in training), bf16 autocast on CUDA, backward, gradient clipping, AdamW (fused on
 CUDA), and the EMA update of a target encoder. Inputs are noise of the configured crop length (speed
 does not depend on content), masks are drawn per step as in training; every figure is a median over
 timed steps after warm-up, with the device synchronised. Model FLOPs are counted analytically
-(:mod:`bestrq2.flops`) at the mean mask ratio.
+(:mod:`bestrq2.bench.flops`) at the mean mask ratio.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ import time
 
 import torch
 
+from bestrq2.bench.devices import PeakMemory, device_name, resolve_peak
+from bestrq2.bench.flops import step_flops
 from bestrq2.config import Config
-from bestrq2.devices import PeakMemory, device_name, resolve_peak
-from bestrq2.distributed import DistInfo
 from bestrq2.export import arch_of, inference_encoder
-from bestrq2.flops import step_flops
-from bestrq2.layers import num_params
 from bestrq2.masking import mask_generator
+from bestrq2.models.layers import num_params
 from bestrq2.objectives import build_objective, sample_batch_masks
-from bestrq2.optim import build_optimizer
-from bestrq2.parallel import prepare_model
+from bestrq2.training.distributed import DistInfo
+from bestrq2.training.optim import build_optimizer
+from bestrq2.training.parallel import prepare_model
 
 __all__ = ["TrainStep", "bench_train", "bench_inference", "run_benchmark", "format_report", "device_name", "release"]
 
@@ -42,7 +42,7 @@ def num_samples(cfg: Config) -> int:
 
 
 class TrainStep:
-    """A model and optimiser set up as ``bestrq2.train`` sets them up on one device; ``run(batch)``
+    """A model and optimiser set up as ``bestrq2.training.loop`` sets them up on one device; ``run(batch)``
     takes one full optimiser step on a noise batch and returns its wall time in seconds."""
 
     def __init__(self, cfg: Config, device: torch.device):

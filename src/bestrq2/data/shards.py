@@ -10,8 +10,9 @@ webdataset splits a member name at the first dot of its base name.
 * :func:`iter_tar` - stream one shard as (key, {ext: bytes}); :func:`clip_frames` / :func:`read_clip`
   - one clip's length and audio (a window of it) from those bytes.
 
-The writer is :func:`bestrq2.shard_writer.write_shards`, the training loader
-:func:`bestrq2.shard_reader.build_shard_loader` (both also importable from here).
+This module is the format both sides share and imports neither of them: the writer is
+:func:`bestrq2.data.shard_writer.write_shards`, the training loader
+:func:`bestrq2.data.shard_reader.build_shard_loader` (both also importable from :mod:`bestrq2.data`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -316,15 +316,3 @@ def read_clip(members: dict[str, bytes], start: int = 0, count: int | None = Non
     except Exception as e:
         raise ValueError(f"undecodable {ext} ({type(e).__name__}: {str(e)[:80]})") from e
     return x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
-
-
-def __getattr__(name: str) -> Any:  # the writer and the loader have modules of their own
-    if name == "write_shards":
-        from bestrq2.shard_writer import write_shards
-
-        return write_shards
-    if name == "build_shard_loader":
-        from bestrq2.shard_reader import build_shard_loader
-
-        return build_shard_loader
-    raise AttributeError(name)

@@ -24,9 +24,9 @@ import math
 from dataclasses import dataclass, field
 
 from bestrq2.config import Config, ConfigError
-from bestrq2.conformer import frame_frontend
 from bestrq2.frontend import num_frames
-from bestrq2.layers import drop_path_rates
+from bestrq2.models.conformer import frame_frontend
+from bestrq2.models.layers import drop_path_rates
 
 
 @dataclass(frozen=True)

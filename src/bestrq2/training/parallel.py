@@ -27,9 +27,9 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from bestrq2.config import ParallelConfig
-from bestrq2.conformer import ConformerBlock
-from bestrq2.distributed import DistInfo
-from bestrq2.layers import Block
+from bestrq2.models.conformer import ConformerBlock
+from bestrq2.models.layers import Block
+from bestrq2.training.distributed import DistInfo
 
 BLOCK_TYPES: tuple[type[nn.Module], ...] = (Block, ConformerBlock)
 

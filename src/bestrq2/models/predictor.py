@@ -13,9 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from bestrq2.config import PositionKind, PredictorConfig
-from bestrq2.layers import Block, drop_path_rates, init_weights, run_blocks
 from bestrq2.masking import Masks
-from bestrq2.positions import gather_tokens, rope_2d, sincos_2d
+from bestrq2.models.layers import Block, drop_path_rates, init_weights, run_blocks
+from bestrq2.models.positions import gather_tokens, rope_2d, sincos_2d
 
 
 class Predictor(nn.Module):

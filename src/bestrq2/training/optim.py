@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from bestrq2.config import OptimConfig
-from bestrq2.layers import no_weight_decay
+from bestrq2.models.layers import no_weight_decay
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

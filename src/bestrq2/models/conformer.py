@@ -20,8 +20,8 @@ import math
 from torch import Tensor, nn
 
 from bestrq2.config import ConformerConfig, EncoderConfig, FrontendConfig
-from bestrq2.layers import Attention, DropPath, Mlp, drop_path_rates, init_weights, key_padding_mask
-from bestrq2.positions import rope_2d
+from bestrq2.models.layers import Attention, DropPath, Mlp, drop_path_rates, init_weights, key_padding_mask
+from bestrq2.models.positions import rope_2d
 
 
 def frame_frontend(fe: FrontendConfig, conformer: ConformerConfig) -> FrontendConfig:

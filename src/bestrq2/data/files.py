@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from bestrq2.audio import AudioError, load_audio
 from bestrq2.config import DataConfig
+from bestrq2.data.audio import AudioError, load_audio
 
 MAX_ATTEMPTS = 32
 
