@@ -102,6 +102,8 @@ def test_whole_step_matches_counter(method):
     "method,overrides",
     [
         ("bestrq2", {"quantizer__num_codebooks": 2, "encoder__positions": "rope"}),
+        ("bestrq2", {"encoder__mlp": "swiglu", "encoder__norm": "rmsnorm", "encoder__qk_norm": True,
+                     "encoder__layer_scale": 0.1, "frontend__patch_freq": 128, "frontend__patch_time": 4}),  # fmt: skip
         ("bestrq-vit", {"onestep__fill": "token"}),  # the patch embedding's input then needs a gradient
         ("bestrq-conformer", {"onestep__fill": "token"}),
     ],

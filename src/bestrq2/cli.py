@@ -167,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pool each time step's tokens over frequency: mean (reference, D features) or concat (8 x D)",
     )
     p.add_argument(
-        "--encoder", choices=["target", "context"],
-        help="audiojepa only: export the EMA target encoder (default) or the context encoder",
+        "--encoder", choices=["target", "context", "ema", "online"],
+        help="audiojepa: the EMA target encoder (default) or the context encoder; other methods: the weight "
+        "average (default when the run kept one, optim.ema_decay > 0) or the online weights",
     )
     p.set_defaults(fn=cmd_export)
 

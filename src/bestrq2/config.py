@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 PositionKind = Literal["sincos", "rope"]
+NormKind = Literal["layernorm", "rmsnorm"]
+MlpKind = Literal["gelu", "swiglu"]
 QuantizerNorm = Literal["none", "patch", "global"]
 MaskFill = Literal["noise", "token"]
+MaskKind = Literal["patch", "time"]
 
 
 class ConfigError(ValueError):
@@ -114,9 +117,21 @@ class EncoderConfig:
     drop_path: float = 0.1
     """Stochastic depth rate at the last block (linear from 0)."""
     positions: PositionKind = "sincos"
-    """'sincos': fixed 2-D sin-cos added to tokens; 'rope': 2-D rotary on q and k."""
+    """'sincos': fixed sin-cos added to tokens; 'rope': rotary on q and k. Both are 2-D over (mel block,
+    time block), or 1-D over time when the patches are full-band (frontend.patch_freq == n_mels).
+    The predictor uses the same kind."""
+    norm: NormKind = "layernorm"
+    """Normalisation in the blocks and at the output: 'layernorm' or 'rmsnorm' (the predictor follows)."""
+    mlp: MlpKind = "gelu"
+    """Block MLP: 'gelu' or 'swiglu' (2/3 of the hidden width, same parameters; the predictor follows)."""
+    qk_norm: bool = False
+    """RMS-normalise queries and keys per head (the predictor follows)."""
+    layer_scale: float = 0.0
+    """LayerScale: each residual branch is multiplied by a learned per-channel scale starting at this
+    value, so blocks start near the identity (e.g. 1e-4); 0 = off. The predictor follows."""
 
     def validate(self) -> None:
+        _check(self.layer_scale >= 0, "encoder.layer_scale must be >= 0")
         _check(self.width % self.heads == 0, "encoder.width must be divisible by encoder.heads")
         _check(self.depth >= 1, "encoder.depth must be >= 1")
         _check(0.0 <= self.drop_path < 1.0, "encoder.drop_path must be in [0, 1)")
@@ -155,23 +170,44 @@ class QuantizerConfig:
     """Input normalisation before projection: 'none' (reference code), 'patch' (each patch to zero
     mean, unit variance) or 'global' (the frontend's fixed norm_mean/norm_std). Chosen by measured
     codebook usage on real audio (benchmarks/README.md)."""
+    codebook_norms: tuple[QuantizerNorm, ...] = ()
+    """One input normalisation per codebook (e.g. ``patch,global`` with num_codebooks=2: one codebook
+    codes the patch's shape, the other also its level); empty: ``norm`` for every codebook."""
     seed: int = 0
     """Seed of the projection and codebook (independent of the training seed)."""
+
+    @property
+    def norms(self) -> tuple[str, ...]:
+        """The input normalisation of each codebook."""
+        return self.codebook_norms or (self.norm,) * self.num_codebooks
 
     def validate(self) -> None:
         _check(self.codebook_size >= 2, "quantizer.codebook_size must be >= 2")
         _check(self.code_dim >= 1 and self.num_codebooks >= 1, "quantizer dims must be positive")
+        _check(
+            not self.codebook_norms or len(self.codebook_norms) == self.num_codebooks,
+            f"quantizer.codebook_norms has {len(self.codebook_norms)} entries for {self.num_codebooks} codebooks",
+        )
+        for n in self.codebook_norms:
+            _check(n in typing.get_args(QuantizerNorm), f"quantizer.codebook_norms: unknown norm {n!r}")
 
 
 @dataclass(kw_only=True)
 class MaskConfig:
-    """Random patch masking; the ratio is drawn once per batch."""
+    """Random masking of the token grid; the ratio is drawn once per batch."""
 
     ratio_min: float = 0.4
     ratio_max: float = 0.6
+    kind: MaskKind = "patch"
+    """'patch': random patches of the (mel block, time block) grid; 'time': whole time steps (every
+    frequency block of a step) in spans of ``span`` steps, so a masked step cannot be read off its
+    neighbours in frequency. With full-band patches and span 1 the two are the same."""
+    span: int = 1
+    """Time steps per masked span (kind 'time')."""
 
     def validate(self) -> None:
         _check(0.0 < self.ratio_min <= self.ratio_max < 1.0, "mask: need 0 < ratio_min <= ratio_max < 1")
+        _check(self.span >= 1, "mask.span must be >= 1")
 
 
 @dataclass(kw_only=True)
@@ -243,8 +279,13 @@ class OptimConfig:
     """Cosine decays to lr * min_lr_ratio."""
     grad_clip: float = 1.0
     """Max global gradient norm; 0 disables clipping."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the encoder's weights with this decay (e.g. 0.999; ramped
+    in as min(decay, (1 + step) / (10 + step))); exports take the average. 0: none. Not for audiojepa,
+    whose target encoder already is an average."""
 
     def validate(self) -> None:
+        _check(0 <= self.ema_decay < 1, "optim.ema_decay must be in [0, 1)")
         _check(self.lr > 0, "optim.lr must be positive")
         _check(0 <= self.warmup_fraction < 1, "optim.warmup_fraction must be in [0, 1)")
         _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]")
@@ -265,9 +306,19 @@ class DataConfig:
     worker is about shuffle_buffer x one clip's bytes (10 s of 16 kHz PCM16: 320 kB)."""
     prefetch_factor: int = 4
     """Batches each loader worker prepares ahead."""
+    crop_attempts: int = 1
+    """Energy-aware crops: draw up to this many random crops of a clip and keep the first whose share of
+    silent 25 ms frames is at most ``max_silent_fraction`` (else the least silent one); the redraws are
+    logged (``crop_redraws``). 1: one plain random crop, as the reference."""
+    max_silent_fraction: float = 0.5
+    """See crop_attempts."""
+    silence_db: float = -60.0
+    """A 25 ms frame is silent below this RMS level in dBFS."""
 
     def validate(self) -> None:
         _check(self.crop_seconds > 0, "data.crop_seconds must be positive")
+        _check(self.crop_attempts >= 1, "data.crop_attempts must be >= 1")
+        _check(0 <= self.max_silent_fraction <= 1, "data.max_silent_fraction must be in [0, 1]")
         _check(self.num_workers >= 0, "data.num_workers must be >= 0")
         _check(self.shuffle_buffer >= 0, "data.shuffle_buffer must be >= 0")
         _check(self.prefetch_factor >= 1, "data.prefetch_factor must be >= 1")
@@ -288,9 +339,19 @@ class TrainConfig:
     """bf16 autocast on CUDA (ignored on CPU)."""
     max_bad_steps: int = 10
     """Abort after this many consecutive non-finite losses (each is skipped)."""
+    probe_every: int = 0
+    """Online probe: every this many steps (and at the end), embed a held-out suite with the current
+    encoder and log its kNN accuracy (log.csv and TensorBoard, ``probe/*``); 0 disables it."""
+    probe_suite: str = ""
+    """Suite folder (the evaluation's manifest format) the online probe reads; empty disables it."""
+    probe_tasks: tuple[str, ...] = ()
+    """Clip tasks of ``probe_suite`` the online probe scores (empty: every clip task)."""
+    probe_clips: int = 300
+    """At most this many train and this many test clips per task (a fixed, seeded subset)."""
 
     def validate(self) -> None:
         _check(self.batch_size >= 1 and self.accum_steps >= 1, "train: batch_size, accum_steps >= 1")
+        _check(self.probe_every >= 0 and self.probe_clips >= 1, "train: probe_every >= 0, probe_clips >= 1")
         _check(self.max_steps >= 0, "train.max_steps must be >= 0")
         _check(self.ckpt_every >= 1 and self.log_every >= 1, "train: ckpt_every, log_every >= 1")
 
@@ -340,8 +401,13 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
+                _check_literals(value, f.name)
                 value.validate()
         _check(self.train.batch_size % self.train.accum_steps == 0, "train.batch_size must divide by accum_steps")
+        _check(
+            not (self.method == "audiojepa" and self.optim.ema_decay > 0),
+            "optim.ema_decay: audiojepa's target encoder already is an EMA (set jepa.momentum_*)",
+        )
         if self.method == "bestrq-conformer":  # rotary positions over frames
             _check((self.encoder.width // self.encoder.heads) % 4 == 0, "bestrq-conformer needs a head dim divisible by 4")
         return self
@@ -355,6 +421,16 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
         return _from_dict(cls, d)
+
+
+def _check_literals(section: Any, name: str) -> None:
+    """Every field typed as a Literal holds one of its values (however it was set)."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        tp = hints[f.name]
+        if typing.get_origin(tp) is typing.Literal:
+            _check(getattr(section, f.name) in typing.get_args(tp),
+                   f"{name}.{f.name} must be one of {typing.get_args(tp)}, got {getattr(section, f.name)!r}")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- (de)serialisation

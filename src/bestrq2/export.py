@@ -46,13 +46,31 @@ def encoder_state_from_training(
 ) -> dict[str, torch.Tensor]:
     """Pick the inference encoder's tensors out of a training objective's state dict.
 
-    For audiojepa ``which`` ('target' or 'context'; default ``cfg.jepa.export_encoder``) chooses the EMA
-    target encoder or the context encoder."""
-    which = which or cfg.jepa.export_encoder
-    source = "target_encoder." if cfg.method == "audiojepa" and which == "target" else "encoder."
+    ``which``: for audiojepa 'target' or 'context' (default ``cfg.jepa.export_encoder``); for the other
+    methods 'ema' (the weight average, default when the run kept one) or 'online'."""
+    if cfg.method == "audiojepa":
+        which = which or cfg.jepa.export_encoder
+        if which not in ("target", "context"):
+            raise ValueError(f"audiojepa exports its 'target' or 'context' encoder, not {which!r}")
+        source = "target_encoder." if which == "target" else "encoder."
+    else:
+        has_ema = any(k.startswith("ema.encoder.") for k in model_state)
+        which = which or ("ema" if has_ema else "online")
+        if which not in ("ema", "online"):
+            raise ValueError(f"{cfg.method} exports its 'ema' or 'online' encoder, not {which!r}")
+        if which == "ema" and not has_ema:
+            raise ValueError("this run kept no weight average (optim.ema_decay was 0): export 'online'")
+        source = "ema.encoder." if which == "ema" else "encoder."
     out = {k: v for k, v in model_state.items() if k.startswith("frontend.")}
     out.update({"encoder." + k[len(source) :]: v for k, v in model_state.items() if k.startswith(source)})
     return out
+
+
+def exported_weights(model_state: dict[str, torch.Tensor], cfg: Config, which: str | None) -> str:
+    """Which encoder an export of this state takes (see :func:`encoder_state_from_training`)."""
+    if cfg.method == "audiojepa":
+        return which or cfg.jepa.export_encoder
+    return which or ("ema" if any(k.startswith("ema.encoder.") for k in model_state) else "online")
 
 
 def build_from_checkpoint(
@@ -90,8 +108,7 @@ def export(run: str | Path, out: str | Path, pooling: str = "mean", which: str |
     }
     if arch == "conformer":
         meta["conformer"] = cfg.to_dict()["conformer"]
-    if cfg.method == "audiojepa":
-        meta["exported_encoder"] = which or cfg.jepa.export_encoder
+    meta["exported_encoder"] = exported_weights(ckpt["model"], cfg, which)
     state = {k: v.detach().contiguous() for k, v in enc.state_dict().items()}
     save_file(state, str(out / "model.safetensors"), metadata={"format": FORMAT})
     (out / "config.json").write_text(json.dumps(meta, indent=2))

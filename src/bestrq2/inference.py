@@ -73,6 +73,19 @@ class BestRQ2Encoder(nn.Module):
         ``layer`` picks a block's output (0-based, -1 = last block before the final norm)
         instead of the final normed tokens.
         """
+        return self._run(wav, lengths, layer, all_layers=False)[0]
+
+    def forward_all(self, wav: Tensor, lengths: Tensor | None = None) -> list[Tensor]:
+        """Every layer in one pass, pooled like ``forward``: [patch embedding, block 1 .. L, final],
+        each [B, T', output_dim] (the layer-wise diagnosis reads these)."""
+        return self._run(wav, lengths, None, all_layers=True)
+
+    @property
+    def num_layers(self) -> int:
+        """Entries of :meth:`forward_all`: the patch embedding, every block and the final norm."""
+        return len(self.encoder.blocks) + 2
+
+    def _run(self, wav: Tensor, lengths: Tensor | None, layer: int | None, all_layers: bool) -> list[Tensor]:
         wav, lengths = batch_with_lengths(wav, lengths)
         B, T = wav.shape
         n_out = int(self.output_lengths(torch.tensor(T)))
@@ -80,17 +93,22 @@ class BestRQ2Encoder(nn.Module):
         feats = self.frontend(pieces, piece_len)
         fb, tb = feats["grid"]
         padding = feats["padding"] if bool(feats["padding"].any()) else None  # full chunks: unmasked attention
-        if layer is None:
-            tokens = self.encoder(feats["patches"], feats["grid"], padding=padding)  # [B*nc, fb*tb, D]
+        if all_layers:
+            outputs = self.encoder.all_layers(feats["patches"], feats["grid"], padding=padding)
+        elif layer is None:
+            outputs = [self.encoder(feats["patches"], feats["grid"], padding=padding)]  # [B*nc, fb*tb, D]
         else:
-            _, inter = self.encoder.forward_intermediates(feats["patches"], feats["grid"], padding=padding, layers=[layer])
-            tokens = inter[0]
+            _, outputs = self.encoder.forward_intermediates(feats["patches"], feats["grid"], padding=padding, layers=[layer])
+        return [self._pool(tokens, B, n_chunks, fb, tb)[:, :n_out] for tokens in outputs]
+
+    def _pool(self, tokens: Tensor, B: int, n_chunks: int, fb: int, tb: int) -> Tensor:
+        """Tokens [B*nc, fb*tb, D] -> frames [B, nc*tb, output_dim] (mean or concat over frequency)."""
         tokens = tokens.reshape(B * n_chunks, fb, tb, -1)  # [B*nc, fb, tb, D]
         if self.pooling == "mean":
             tokens = tokens.mean(1)  # [B*nc, tb, D]
         else:
             tokens = tokens.permute(0, 2, 1, 3).reshape(B * n_chunks, tb, -1)  # [B*nc, tb, fb*D]
-        return tokens.reshape(B, n_chunks * tb, -1)[:, :n_out]  # [B, T', output_dim]
+        return tokens.reshape(B, n_chunks * tb, -1)  # [B, nc*tb, output_dim]
 
 
 class ConformerEncoder(nn.Module):

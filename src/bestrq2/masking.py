@@ -155,3 +155,31 @@ def sample_span_masks(
     mask_pad = torch.gather(padding, 1, ids_mask) | out_m
     keep_pad = torch.gather(padding, 1, ids_keep) | out_k
     return Masks(ids_keep, keep_pad, ids_mask, mask_pad, blocks.ratio, bool(mask_pad.any() or keep_pad.any()))
+
+
+def sample_time_masks(
+    padding: Tensor,
+    grid: tuple[int, int],
+    cfg: MaskConfig,
+    span: int,
+    generator: torch.Generator,
+    rows: list[torch.Generator] | None = None,
+) -> Masks:
+    """Masks of whole time steps of a (freq block, time block) token grid, in spans of ``span`` steps:
+    every frequency block of a masked step is masked, so it cannot be read off its neighbours in frequency.
+
+    Args:
+      padding: [B, fb * tb] bool over tokens numbered row-major over (freq, time); padding is per time step.
+    """
+    fb, tb = grid
+    B = padding.shape[0]
+    steps = sample_span_masks(padding.cpu().reshape(B, fb, tb)[:, 0], cfg, span, generator, rows)  # over [B, tb]
+    rows_f = torch.arange(fb)[None, :, None] * tb  # [1, fb, 1]
+
+    def tokens(ids: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
+        # each step id t stands for tokens f * tb + t of every frequency row f
+        return (rows_f + ids[:, None]).reshape(B, -1), pad[:, None].expand(-1, fb, -1).reshape(B, -1)
+
+    ids_keep, keep_pad = tokens(steps.ids_keep, steps.keep_pad)
+    ids_mask, mask_pad = tokens(steps.ids_mask, steps.mask_pad)
+    return Masks(ids_keep, keep_pad, ids_mask, mask_pad, steps.ratio, steps.any_padding)

@@ -31,19 +31,26 @@ class RandomProjectionQuantizer(nn.Module):
         self.register_buffer("projection", proj, persistent=True)  # [C, in, d]
         self.register_buffer("codebook", codebook, persistent=True)  # [C, V, d]
 
-    def normalise(self, x: Tensor) -> Tensor:
-        if self.cfg.norm == "patch":
+    def normalise(self, x: Tensor, norm: str | None = None) -> Tensor:
+        norm = norm or self.cfg.norm
+        if norm == "patch":
             return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-5)
-        if self.cfg.norm == "global":
+        if norm == "global":
             return (x - self.global_mean) / self.global_std
         return x
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        """[..., input_dim] -> codes [..., num_codebooks] (long)."""
+        """[..., input_dim] -> codes [..., num_codebooks] (long); codebook c sees its own normalisation."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x = self.normalise(x.float())
-            z = torch.einsum("...i,cid->...cd", x, self.projection)  # [..., C, d]
+            x = x.float()
+            norms = self.cfg.norms
+            if len(set(norms)) == 1:
+                z = torch.einsum("...i,cid->...cd", self.normalise(x, norms[0]), self.projection)  # [..., C, d]
+            else:
+                cached: dict[str, Tensor] = {}
+                xs = torch.stack([cached.setdefault(n, self.normalise(x, n)) for n in norms], dim=-2)  # [..., C, in]
+                z = torch.einsum("...ci,cid->...cd", xs, self.projection)
             z = F.normalize(z, dim=-1)
             sim = torch.einsum("...cd,cvd->...cv", z, self.codebook)  # [..., C, V]
             return sim.argmax(-1)

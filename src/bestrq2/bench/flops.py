@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from bestrq2.config import Config, ConfigError
 from bestrq2.frontend import num_frames
 from bestrq2.models.conformer import frame_frontend
-from bestrq2.models.layers import drop_path_rates
+from bestrq2.models.layers import drop_path_rates, swiglu_hidden
 
 
 @dataclass(frozen=True)
@@ -100,23 +100,32 @@ def attention_core(batch: int, length: int, width: int) -> float:
     return 4.0 * batch * length * length * width
 
 
-def vit_block_recomputed(batch: int, length: int, width: int, mlp_ratio: float, drop_path: float = 0.0) -> float:
+def vit_block_recomputed(
+    batch: int, length: int, width: int, mlp_ratio: float, drop_path: float = 0.0, mlp: str = "gelu"
+) -> float:
     """What activation checkpointing recomputes of a ViT block: torch's non-reentrant checkpoint stops
     once the tensors saved for backward are back. Without drop-path nothing saves the MLP's last product
     (fc2's backward needs its input only), so fc2 is not recomputed; with drop-path, its mask multiply
     saves fc2's output, so all of it is. (A Conformer block ends in a LayerNorm, which saves its input:
     all of it is recomputed.)"""
-    full = vit_block(batch, length, width, mlp_ratio)
-    return full if drop_path > 0 else full - linear(batch * length, int(width * mlp_ratio), width)
+    full = vit_block(batch, length, width, mlp_ratio, mlp)
+    return full if drop_path > 0 else full - linear(batch * length, mlp_hidden(width, mlp_ratio, mlp), width)
 
 
-def vit_block(batch: int, length: int, width: int, mlp_ratio: float) -> float:
-    rows, hidden = batch * length, int(width * mlp_ratio)
+def mlp_hidden(width: int, mlp_ratio: float, mlp: str = "gelu") -> int:
+    return swiglu_hidden(width, mlp_ratio) if mlp == "swiglu" else int(width * mlp_ratio)
+
+
+def vit_block(batch: int, length: int, width: int, mlp_ratio: float, mlp: str = "gelu") -> float:
+    """Matrix products of one block; SwiGLU's fc1 computes gate and value (2 x hidden outputs)."""
+    rows, hidden = batch * length, mlp_hidden(width, mlp_ratio, mlp)
+    fc1_out = 2 * hidden if mlp == "swiglu" else hidden
     return (
         linear(rows, width, 3 * width)
         + attention_core(batch, length, width)
         + linear(rows, width, width)
-        + 2 * linear(rows, width, hidden)
+        + linear(rows, width, fc1_out)
+        + linear(rows, hidden, width)
     )
 
 
@@ -145,18 +154,18 @@ def _add_vit(
         linear(batch * length, cfg.frontend.patch_dim, enc.width),
         passes if input_grad else min(passes, 2),
     )
-    block = vit_block(batch, length, enc.width, enc.mlp_ratio)
+    block = vit_block(batch, length, enc.width, enc.mlp_ratio, enc.mlp)
     for i, rate in enumerate(drop_path_rates(enc.drop_path, enc.depth)):
-        again = vit_block_recomputed(batch, length, enc.width, enc.mlp_ratio, rate)
+        again = vit_block_recomputed(batch, length, enc.width, enc.mlp_ratio, rate, enc.mlp)
         sf.add(f"{name}.block{i}", block, passes, block=True, recomputed=again)
 
 
 def _add_predictor(sf: StepFlops, cfg: Config, batch: int, visible: int, total: int) -> None:
     p = cfg.predictor
     sf.add("predictor.input_proj", linear(batch * visible, cfg.encoder.width, p.width), 3)
-    block = vit_block(batch, total, p.width, p.mlp_ratio)
+    block = vit_block(batch, total, p.width, p.mlp_ratio, cfg.encoder.mlp)  # the predictor follows the encoder's style
     for i, rate in enumerate(drop_path_rates(p.drop_path, p.depth)):
-        again = vit_block_recomputed(batch, total, p.width, p.mlp_ratio, rate)
+        again = vit_block_recomputed(batch, total, p.width, p.mlp_ratio, rate, cfg.encoder.mlp)
         sf.add(f"predictor.block{i}", block, 3, block=True, recomputed=again)
 
 

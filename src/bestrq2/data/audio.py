@@ -7,6 +7,7 @@ of a long file costs milliseconds. Unusable audio raises :class:`AudioError` wit
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,39 @@ def load_audio(
     if check_silence and float(np.abs(x).max(initial=0.0)) < SILENCE_PEAK:
         raise AudioError(path, "silent")
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def silent_fraction(x: np.ndarray, sample_rate: int, silence_db: float) -> float:
+    """Share of the 25 ms frames of ``x`` whose RMS is below ``silence_db`` dBFS (0 for a clip shorter
+    than one frame)."""
+    frame = max(1, sample_rate // 40)
+    n = len(x) // frame
+    if n == 0:
+        return 0.0
+    power = np.square(x[: n * frame].reshape(n, frame), dtype=np.float32).mean(axis=1)
+    return float((power < 10.0 ** (silence_db / 10.0)).mean())
+
+
+def choose_crop(
+    draw: Callable[[int], np.ndarray], crop_samples: int, attempts: int, max_silent: float, silence_db: float,
+    sample_rate: int,
+) -> tuple[np.ndarray, int]:
+    """Energy-aware crop choice: ``draw(i)`` returns the i-th random crop; the first of ``attempts`` whose
+    silent share is at most ``max_silent`` is kept, else the least silent one. Returns (crop, redraws).
+    A clip no longer than one crop has a single choice. ``draw`` may raise AudioError('silent') after the
+    first attempt: that crop counts as all silence."""
+    best, best_frac, tries = None, 2.0, 0
+    for i in range(attempts):
+        try:
+            x = draw(i)
+        except AudioError as e:
+            if i == 0 or e.reason != "silent":
+                raise
+            continue
+        tries = i
+        frac = silent_fraction(x, sample_rate, silence_db)
+        if frac < best_frac:
+            best, best_frac = x, frac
+        if frac <= max_silent or len(x) < crop_samples:
+            break
+    return best, tries

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from bestrq2.config import DataConfig
-from bestrq2.data.audio import AudioError, load_audio
+from bestrq2.data.audio import AudioError, choose_crop, load_audio
 
 MAX_ATTEMPTS = 32
 
@@ -93,6 +93,16 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def _crop(self, path: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """One random crop, or the energy-aware choice among ``crop_attempts`` (see :func:`choose_crop`)."""
+        cfg = self.cfg
+        if cfg.crop_attempts == 1:
+            return load_audio(path, self.sample_rate, self.crop, rng, self.min_samples), 0
+        return choose_crop(
+            lambda _i: load_audio(path, self.sample_rate, self.crop, rng, self.min_samples),
+            self.crop, cfg.crop_attempts, cfg.max_silent_fraction, cfg.silence_db, self.sample_rate,
+        )  # fmt: skip
+
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, index = key
         rng = np.random.default_rng([self.seed, epoch, index])
@@ -104,8 +114,8 @@ class CropDataset(Dataset):
                 skipped.append((path, self._bad[path]))
             else:
                 try:
-                    wav = load_audio(path, self.sample_rate, self.crop, rng, self.min_samples)
-                    return {"wav": wav, "skipped": skipped}
+                    wav, redraws = self._crop(path, rng)
+                    return {"wav": wav, "skipped": skipped, "crop_redraws": redraws}
                 except AudioError as e:
                     if e.reason != "silent":  # a silent crop may come from a file with sound elsewhere
                         self._bad[path] = e.reason
@@ -191,6 +201,7 @@ def collate(items: list[dict[str, Any]], length: int | None = None) -> dict[str,
         "lengths": lengths.clamp(max=S),
         "skipped": [s for it in items for s in it["skipped"]],
         "position": items[0].get("position", (0, 0)),
+        "crop_redraws": sum(it.get("crop_redraws", 0) for it in items),
     }
 
 

@@ -36,7 +36,7 @@ import soxr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from bestrq2.config import DataConfig
-from bestrq2.data.audio import SILENCE_PEAK
+from bestrq2.data.audio import SILENCE_PEAK, AudioError, choose_crop
 from bestrq2.data.files import collate, loader_settings
 from bestrq2.data.shards import (
     Shard,
@@ -104,6 +104,7 @@ class ShardBatches(IterableDataset):
         self.seed = seed % 2**63  # numpy seeds must not be negative
         self.workers = max(1, cfg.num_workers)
         self.slots = world * self.workers
+        self.cfg = cfg
         self.buffer = cfg.shuffle_buffer
         self.crop = int(round(cfg.crop_seconds * sample_rate))
         self.min_samples = max(1, int(round(cfg.min_seconds * sample_rate)))
@@ -194,25 +195,41 @@ class ShardBatches(IterableDataset):
 
     def crop_clip(
         self, epoch: int, key: str, members: dict[str, bytes], attempt: int = 0
-    ) -> tuple[np.ndarray | None, str]:
-        """A random crop (seeded by seed, epoch, key, attempt) at ``sample_rate``, or (None, reason)."""
+    ) -> tuple[np.ndarray | None, str, int]:
+        """A random crop (seeded by seed, epoch, key, attempt) at ``sample_rate`` - or, with
+        ``data.crop_attempts`` > 1, the energy-aware choice among that many - as (crop, "", redraws), or
+        (None, reason, 0)."""
         try:
             frames, sr = clip_frames(members)
             if frames * self.sample_rate < self.min_samples * sr:
-                return None, "too short"
-            need = math.ceil(self.crop * sr / self.sample_rate)
-            rng = np.random.default_rng([self.seed, _CROP, epoch, _key_hash(key), attempt])
-            x = read_clip(members, int(rng.integers(0, frames - need + 1)) if frames > need else 0, need)
+                return None, "too short", 0
+            cfg = self.cfg
+            if cfg.crop_attempts == 1:
+                return self._draw(epoch, key, members, attempt, 0, frames, sr), "", 0
+            x, redraws = choose_crop(
+                lambda i: self._draw(epoch, key, members, attempt, i, frames, sr),
+                self.crop, cfg.crop_attempts, cfg.max_silent_fraction, cfg.silence_db, self.sample_rate,
+            )  # fmt: skip
+            return x, "", redraws
         except ValueError as e:
-            return None, str(e)
+            return None, str(e), 0
+        except AudioError as e:
+            return None, e.reason, 0
+
+    def _draw(self, epoch: int, key: str, members: dict[str, bytes], attempt: int, i: int, frames: int, sr: int):
+        """Crop ``i`` of a clip (i > 0: the energy-aware redraws); raises AudioError / ValueError."""
+        need = math.ceil(self.crop * sr / self.sample_rate)
+        seed = [self.seed, _CROP, epoch, _key_hash(key), attempt] + ([i] if i else [])
+        rng = np.random.default_rng(seed)
+        x = read_clip(members, int(rng.integers(0, frames - need + 1)) if frames > need else 0, need)
         if not np.isfinite(x).all():
-            return None, "non-finite samples"
+            raise AudioError(key, "non-finite samples")
         if sr != self.sample_rate:
             x = soxr.resample(x, sr, self.sample_rate)
         x = np.ascontiguousarray(x[: self.crop], dtype=np.float32)
         if float(np.abs(x).max(initial=0.0)) < SILENCE_PEAK:
-            return None, "silent"
-        return x, ""
+            raise AudioError(key, "silent")
+        return x
 
     def _replacement(self, stream: _Lookahead, good: list[Item], nth: int) -> tuple[Item, np.ndarray]:
         """Another crop of a good clip of the batch (the nth bad one takes good[nth % len]), else of the next ones."""
@@ -221,7 +238,7 @@ class ShardBatches(IterableDataset):
         for seen, item in enumerate(itertools.chain(pool, stream.peek())):
             epoch, key, members, reason = item
             if not reason:
-                wav, reason = self.crop_clip(epoch, key, members, attempt=1 + nth)
+                wav, reason, _ = self.crop_clip(epoch, key, members, attempt=1 + nth)
                 if wav is not None:
                     return item, wav
                 tries += 1
@@ -234,11 +251,12 @@ class ShardBatches(IterableDataset):
 
     def _batch(self, stream: _Lookahead, k: int) -> dict[str, Any]:
         items = [stream.next() for _ in range(self.batch_size)]
-        wavs, skipped = [], []
+        wavs, skipped, redraws = [], [], 0
         for epoch, key, members, reason in items:
             wav = None
             if not reason:
-                wav, reason = self.crop_clip(epoch, key, members)
+                wav, reason, n = self.crop_clip(epoch, key, members)
+                redraws += n
             if reason:
                 skipped.append((key, reason))
             wavs.append(wav)
@@ -247,8 +265,9 @@ class ShardBatches(IterableDataset):
             items[i], wavs[i] = self._replacement(stream, good, nth)
         batch = collate([{"wav": w, "skipped": []} for w in wavs], self.crop)
         batch.update(
-            skipped=skipped, position=(0, k), keys=[it[1] for it in items], epochs=[it[0] for it in items]
-        )
+            skipped=skipped, position=(0, k), keys=[it[1] for it in items], epochs=[it[0] for it in items],
+            crop_redraws=redraws,
+        )  # fmt: skip
         return batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -43,3 +43,26 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     torch._foreach_add_(t_params, o_params, alpha=1.0 - momentum)
     for tb, ob in zip(target.buffers(), online.buffers()):
         tb.copy_(ob)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """Decay of the weight EMA after optimiser step ``step``: min(decay, (1 + step) / (10 + step)), so the
+    average forgets its random start within the first steps instead of over 1 / (1 - decay) of them."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+class WeightEMA(nn.Module):
+    """An exponential moving average of an encoder's weights (Polyak averaging), kept beside the online
+    encoder as frozen parameters: saved and resumed with the checkpoint, exportable instead of the online
+    weights. ``encoder`` holds the averaged copy; nothing reads it during training."""
+
+    def __init__(self, encoder: nn.Module, decay: float):
+        super().__init__()
+        self.decay = decay
+        self.encoder = frozen_copy(encoder)
+
+    @torch.no_grad()
+    def update(self, online: nn.Module, step: int) -> float:
+        m = ema_decay_at(step, self.decay)
+        ema_update(self.encoder, online, m)
+        return m

@@ -1,4 +1,4 @@
-"""ViT context encoder over 16x16 log-mel patches.
+"""ViT context encoder over log-mel patches (16x16 in the reference; any shape, full-band included).
 
 One contract for every use:
   pretraining  ``encoder(patches, grid, ids=ids_keep, padding=keep_pad)`` -> visible tokens only
@@ -15,8 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from bestrq2.config import EncoderConfig
-from bestrq2.models.layers import Block, drop_path_rates, init_weights, run_blocks
+from bestrq2.models.layers import Block, BlockStyle, drop_path_rates, init_weights, make_norm, run_blocks
 from bestrq2.models.positions import gather_tokens, rope_2d, sincos_2d
+
+
+def block_style(cfg: EncoderConfig) -> BlockStyle:
+    """The block options of an encoder config (the predictor's blocks use the same)."""
+    return BlockStyle(cfg.norm, cfg.mlp, cfg.qk_norm, cfg.layer_scale)
 
 
 class ViTEncoder(nn.Module):
@@ -25,11 +30,12 @@ class ViTEncoder(nn.Module):
         self.cfg = cfg
         self.width = cfg.width
         self.patch_embed = nn.Linear(patch_dim, cfg.width)  # == Conv2d(1, D, 16, stride 16) on (mel, time)
+        style = block_style(cfg)
         self.blocks = nn.ModuleList(
-            Block(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.qkv_bias, dp)
+            Block(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.qkv_bias, dp, style)
             for dp in drop_path_rates(cfg.drop_path, cfg.depth)
         )
-        self.norm = nn.LayerNorm(cfg.width)
+        self.norm = make_norm(cfg.norm, cfg.width)
         init_weights(self)
 
     def forward(
@@ -38,15 +44,11 @@ class ViTEncoder(nn.Module):
         """patches [B, N, P]; ids [B, K] visible token indices (None: all); padding [B, K or N]."""
         return self.forward_intermediates(patches, grid, ids, padding)[0]
 
-    def forward_intermediates(
-        self,
-        patches: Tensor,
-        grid: tuple[int, int],
-        ids: Tensor | None = None,
-        padding: Tensor | None = None,
-        layers: Sequence[int] | None = None,
-    ) -> tuple[Tensor, list[Tensor]]:
-        """Final normed tokens [B, L, D] and the raw outputs of blocks ``layers`` (0-based; -1 = last)."""
+    def embed(
+        self, patches: Tensor, grid: tuple[int, int], ids: Tensor | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """Patch embedding plus positions: tokens [B, L, D] before the first block, and the rotary
+        tables the blocks need (None with additive positions)."""
         B = patches.shape[0]
         if ids is not None:
             patches = torch.gather(patches, 1, ids[..., None].expand(-1, -1, patches.shape[-1]))  # [B, K, P]
@@ -57,6 +59,27 @@ class ViTEncoder(nn.Module):
         else:
             cos, sin = rope_2d(grid, self.width // self.cfg.heads, x.device)  # [N, hd]
             rope = (gather_tokens(cos, ids, B), gather_tokens(sin, ids, B))
+        return x, rope
+
+    def forward_intermediates(
+        self,
+        patches: Tensor,
+        grid: tuple[int, int],
+        ids: Tensor | None = None,
+        padding: Tensor | None = None,
+        layers: Sequence[int] | None = None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Final normed tokens [B, L, D] and the raw outputs of blocks ``layers`` (0-based; -1 = last)."""
+        x, rope = self.embed(patches, grid, ids)
         wanted = None if layers is None else {i % len(self.blocks) for i in layers}
         x, inter = run_blocks(self.blocks, x, padding, rope, wanted)
         return self.norm(x), inter
+
+    def all_layers(
+        self, patches: Tensor, grid: tuple[int, int], padding: Tensor | None = None
+    ) -> list[Tensor]:
+        """Every representation in one pass: [patch embedding + positions, block 1 .. block L outputs,
+        final normed tokens], each [B, N, D]."""
+        x, rope = self.embed(patches, grid)
+        _, inter = run_blocks(self.blocks, x, padding, rope, set(range(len(self.blocks))))
+        return [x, *inter, self.norm(inter[-1])]

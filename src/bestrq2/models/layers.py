@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,17 +31,34 @@ class DropPath(nn.Module):
         return x * mask / keep
 
 
+NORMS = {"layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    """'layernorm' (centre and scale, with bias) or 'rmsnorm' (scale only)."""
+    if kind not in NORMS:
+        raise ValueError(f"unknown norm {kind!r}; choose from {sorted(NORMS)}")
+    return NORMS[kind](dim)
+
+
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
+    """Multi-head self-attention (SDPA); ``qk_norm`` RMS-normalises each head's queries and keys
+    (learned scale) before the dot product, which bounds the attention logits."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, qk_norm: bool = False):
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.q_norm = nn.RMSNorm(dim // heads) if qk_norm else None
+        self.k_norm = nn.RMSNorm(dim // heads) if qk_norm else None
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, rope: Rope = None) -> Tensor:
         B, L, D = x.shape
         qkv = self.qkv(x).reshape(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, H, L, hd]
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, H, L, hd]
@@ -58,8 +76,45 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def swiglu_hidden(dim: int, mlp_ratio: float) -> int:
+    """SwiGLU hidden width with the parameters of a GELU MLP of ``mlp_ratio``: 2/3 of its hidden width,
+    rounded up to a multiple of 8."""
+    return -(-int(2 * dim * mlp_ratio / 3) // 8) * 8
+
+
+class SwiGLU(nn.Module):
+    """fc2(silu(fc1_gate(x)) * fc1_value(x)), the gate and value computed by one fused Linear."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, 2 * hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, value = self.fc1(x).chunk(2, dim=-1)
+        return self.fc2(F.silu(gate) * value)
+
+
+@dataclass(frozen=True)
+class BlockStyle:
+    """How a transformer block is built (shared by the encoder and the predictor)."""
+
+    norm: str = "layernorm"
+    """'layernorm' or 'rmsnorm'."""
+    mlp: str = "gelu"
+    """'gelu' (Linear-GELU-Linear) or 'swiglu' (same parameter count)."""
+    qk_norm: bool = False
+    layer_scale: float = 0.0
+    """Initial value of a learned per-channel scale on each residual branch (LayerScale); small values
+    start every block near the identity. 0: no scale."""
+
+
+PLAIN = BlockStyle()
+"""The reference block: LayerNorm, GELU MLP, no QK-norm, no LayerScale."""
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm transformer block: x + g1 * attn(norm(x)), then x + g2 * mlp(norm(x))."""
 
     def __init__(
         self,
@@ -68,18 +123,28 @@ class Block(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         drop_path: float = 0.0,
-        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+        style: BlockStyle = PLAIN,
     ):
         super().__init__()
-        self.norm1 = norm_layer(dim)
-        self.attn = Attention(dim, heads, qkv_bias)
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.norm1 = make_norm(style.norm, dim)
+        self.attn = Attention(dim, heads, qkv_bias, style.qk_norm)
+        self.norm2 = make_norm(style.norm, dim)
+        if style.mlp == "swiglu":
+            self.mlp = SwiGLU(dim, swiglu_hidden(dim, mlp_ratio))
+        elif style.mlp == "gelu":
+            self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        else:
+            raise ValueError(f"unknown mlp {style.mlp!r}; choose 'gelu' or 'swiglu'")
         self.drop_path = DropPath(drop_path)
+        scale = style.layer_scale
+        self.gamma1 = nn.Parameter(torch.full((dim,), scale)) if scale > 0 else None
+        self.gamma2 = nn.Parameter(torch.full((dim,), scale)) if scale > 0 else None
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, rope: Rope = None) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), attn_mask, rope))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        a = self.attn(self.norm1(x), attn_mask, rope)
+        x = x + self.drop_path(a if self.gamma1 is None else a * self.gamma1)
+        m = self.mlp(self.norm2(x))
+        return x + self.drop_path(m if self.gamma2 is None else m * self.gamma2)
 
 
 def key_padding_mask(padding: Tensor | None) -> Tensor | None:
@@ -93,7 +158,7 @@ def key_padding_mask(padding: Tensor | None) -> Tensor | None:
 
 
 def init_weights(module: nn.Module) -> None:
-    """Xavier-uniform linears with zero bias, unit LayerNorms (as MAE / I-JEPA)."""
+    """Xavier-uniform linears with zero bias, unit norms (as MAE / I-JEPA); LayerScale keeps its value."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)
@@ -102,6 +167,8 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.RMSNorm):
+            nn.init.ones_(m.weight)
 
 
 def no_weight_decay(name: str, param: Tensor) -> bool:

@@ -1,4 +1,5 @@
-"""2-D positions over the (mel block, time block) token grid, computed for any grid.
+"""Positions over the (mel block, time block) token grid, computed for any grid (1-D over time when
+the grid has a single frequency row, as with full-band patches).
 
 Positions depend on the absolute (freq, time) index only, so a 5 s clip's tokens get the
 same positions as the first half of a 10 s clip (the reference takes them from a fixed
@@ -28,20 +29,29 @@ def _sincos_1d(pos: Tensor, dim: int, base: float = 10000.0) -> Tensor:
 
 
 def sincos_2d(grid: tuple[int, int], dim: int, device: torch.device | str | None = None) -> Tensor:
-    """Fixed 2-D sin-cos embedding [N, dim]: first half encodes frequency, second half time."""
+    """Fixed sin-cos embedding [N, dim]: first half encodes frequency, second half time; with one
+    frequency row (full-band patches) all of ``dim`` encodes time (1-D)."""
     coords = grid_coords(grid, device)  # [N, 2]
+    if grid[0] == 1:
+        return _sincos_1d(coords[:, 1], dim)
     return torch.cat([_sincos_1d(coords[:, 0], dim // 2), _sincos_1d(coords[:, 1], dim // 2)], dim=-1)
 
 
 def rope_2d(grid: tuple[int, int], head_dim: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """2-D rotary tables (cos, sin), each [N, head_dim]: the first half of each head rotates
-    with the frequency index, the second half with the time index."""
+    """Rotary tables (cos, sin), each [N, head_dim]: the first half of each head rotates with the
+    frequency index, the second half with the time index. With one frequency row (full-band patches)
+    both halves rotate with time, at head_dim / 2 distinct rates (1-D RoPE)."""
     coords = grid_coords(grid, device)  # [N, 2]
     quarter = head_dim // 4
-    theta = 1.0 / 100.0 ** (torch.arange(quarter, device=coords.device, dtype=torch.float32) / quarter)
+    if grid[0] == 1:
+        theta = 1.0 / 100.0 ** (torch.arange(2 * quarter, device=coords.device, dtype=torch.float32) / (2 * quarter))
+        thetas, axes = (theta[:quarter], theta[quarter:]), (1, 1)
+    else:
+        theta = 1.0 / 100.0 ** (torch.arange(quarter, device=coords.device, dtype=torch.float32) / quarter)
+        thetas, axes = (theta, theta), (0, 1)
     parts = []
-    for axis in range(2):
-        ang = coords[:, axis, None] * theta  # [N, quarter]
+    for axis, th in zip(axes, thetas):
+        ang = coords[:, axis, None] * th  # [N, quarter]
         parts.append(torch.cat([ang, ang], dim=-1))  # [N, head_dim / 2] (rotate_half layout)
     angles = torch.cat(parts, dim=-1)  # [N, head_dim]
     return angles.cos(), angles.sin()

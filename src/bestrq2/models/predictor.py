@@ -14,21 +14,31 @@ from torch import Tensor, nn
 
 from bestrq2.config import PositionKind, PredictorConfig
 from bestrq2.masking import Masks
-from bestrq2.models.layers import Block, drop_path_rates, init_weights, run_blocks
+from bestrq2.models.layers import (
+    PLAIN,
+    Block,
+    BlockStyle,
+    drop_path_rates,
+    init_weights,
+    make_norm,
+    run_blocks,
+)
 from bestrq2.models.positions import gather_tokens, rope_2d, sincos_2d
 
 
 class Predictor(nn.Module):
-    def __init__(self, cfg: PredictorConfig, input_dim: int, positions: PositionKind = "sincos"):
+    def __init__(
+        self, cfg: PredictorConfig, input_dim: int, positions: PositionKind = "sincos", style: BlockStyle = PLAIN
+    ):
         super().__init__()
         self.cfg = cfg
         self.positions = positions
         self.input_proj = nn.Linear(input_dim, cfg.width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.blocks = nn.ModuleList(
-            Block(cfg.width, cfg.heads, cfg.mlp_ratio, True, dp) for dp in drop_path_rates(cfg.drop_path, cfg.depth)
+            Block(cfg.width, cfg.heads, cfg.mlp_ratio, True, dp, style) for dp in drop_path_rates(cfg.drop_path, cfg.depth)
         )
-        self.norm = nn.LayerNorm(cfg.width)
+        self.norm = make_norm(style.norm, cfg.width)
         init_weights(self)
         nn.init.normal_(self.mask_token, std=0.02)
 

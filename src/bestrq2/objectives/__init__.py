@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from bestrq2.config import Config, ConfigError
 from bestrq2.frontend import Frontend, token_padding
-from bestrq2.masking import Masks, sample_masks, sample_span_masks
+from bestrq2.masking import Masks, sample_masks, sample_span_masks, sample_time_masks
 from bestrq2.models.conformer import Conformer, frame_frontend
-from bestrq2.models.encoder import ViTEncoder
+from bestrq2.models.ema import WeightEMA
+from bestrq2.models.encoder import ViTEncoder, block_style
 from bestrq2.models.predictor import Predictor
 from bestrq2.objectives.audiojepa import AudioJEPA
 from bestrq2.objectives.bestrq import BestRQ, MaskFill
@@ -44,13 +45,17 @@ def _code_heads(cfg: Config, width: int) -> CodeHeads:
     return CodeHeads(width, cfg.quantizer.num_codebooks, cfg.quantizer.codebook_size)
 
 
+def _weight_ema(cfg: Config, encoder: nn.Module) -> WeightEMA | None:
+    return WeightEMA(encoder, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+
+
 @register("bestrq2")
 def build_bestrq2(cfg: Config) -> BestRQ2:
     fe = cfg.frontend
     encoder = ViTEncoder(cfg.encoder, fe.patch_dim)
-    predictor = Predictor(cfg.predictor, cfg.encoder.width, cfg.encoder.positions)
+    predictor = Predictor(cfg.predictor, cfg.encoder.width, cfg.encoder.positions, block_style(cfg.encoder))
     quantizer = RandomProjectionQuantizer(cfg.quantizer, fe.patch_dim, fe)
-    return BestRQ2(Frontend(fe), encoder, predictor, quantizer, _code_heads(cfg, cfg.predictor.width))
+    return BestRQ2(Frontend(fe), encoder, predictor, quantizer, _code_heads(cfg, cfg.predictor.width), _weight_ema(cfg, encoder))
 
 
 @register("bestrq-vit")
@@ -59,7 +64,7 @@ def build_bestrq_vit(cfg: Config) -> BestRQ:
     encoder = ViTEncoder(cfg.encoder, fe.patch_dim)
     quantizer = RandomProjectionQuantizer(cfg.quantizer, fe.patch_dim, fe)
     fill = MaskFill(cfg.onestep, fe.patch_dim)
-    return BestRQ(Frontend(fe), encoder, fill, quantizer, _code_heads(cfg, cfg.encoder.width))
+    return BestRQ(Frontend(fe), encoder, fill, quantizer, _code_heads(cfg, cfg.encoder.width), _weight_ema(cfg, encoder))
 
 
 @register("bestrq-conformer")
@@ -68,14 +73,16 @@ def build_bestrq_conformer(cfg: Config) -> BestRQConformer:
     encoder = Conformer(cfg.encoder, cfg.conformer, fe.n_mels)
     quantizer = RandomProjectionQuantizer(cfg.quantizer, fe.patch_dim, fe)  # stacked frames: s x n_mels
     fill = MaskFill(cfg.onestep, fe.patch_dim)
-    return BestRQConformer(Frontend(fe), encoder, fill, quantizer, _code_heads(cfg, cfg.encoder.width))
+    return BestRQConformer(
+        Frontend(fe), encoder, fill, quantizer, _code_heads(cfg, cfg.encoder.width), _weight_ema(cfg, encoder)
+    )
 
 
 @register("audiojepa")
 def build_audiojepa(cfg: Config) -> AudioJEPA:
     fe = cfg.frontend
     encoder = ViTEncoder(cfg.encoder, fe.patch_dim)
-    predictor = Predictor(cfg.predictor, cfg.encoder.width, cfg.encoder.positions)
+    predictor = Predictor(cfg.predictor, cfg.encoder.width, cfg.encoder.positions, block_style(cfg.encoder))
     head = nn.Linear(cfg.predictor.width, cfg.encoder.width)
     return AudioJEPA(Frontend(fe), encoder, predictor, head, cfg.jepa, cfg.train.max_steps)
 
@@ -99,4 +106,8 @@ def sample_batch_masks(
     if cfg.method in FRAME_METHODS:
         padding = token_padding(frame_frontend(cfg.frontend, cfg.conformer), lengths, num_samples)  # [B, T']
         return sample_span_masks(padding, cfg.mask, cfg.conformer.mask_span, generator, rows)
-    return sample_masks(token_padding(cfg.frontend, lengths, num_samples), cfg.mask, generator, rows)
+    padding = token_padding(cfg.frontend, lengths, num_samples)  # [B, N]
+    if cfg.mask.kind == "time":
+        grid = (cfg.frontend.freq_patches, cfg.frontend.time_patches(num_samples))
+        return sample_time_masks(padding, grid, cfg.mask, cfg.mask.span, generator, rows)
+    return sample_masks(padding, cfg.mask, generator, rows)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from bestrq2.frontend import Frontend
 from bestrq2.masking import Masks
+from bestrq2.models.ema import WeightEMA
 from bestrq2.models.encoder import ViTEncoder
 from bestrq2.models.predictor import Predictor
 from bestrq2.quantizer import RandomProjectionQuantizer
@@ -56,6 +57,7 @@ class BestRQ2(nn.Module):
         predictor: Predictor,
         quantizer: RandomProjectionQuantizer,
         heads: CodeHeads,
+        ema: WeightEMA | None = None,
     ):
         super().__init__()
         self.frontend = frontend
@@ -63,6 +65,12 @@ class BestRQ2(nn.Module):
         self.predictor = predictor
         self.quantizer = quantizer
         self.heads = heads
+        self.ema = ema  # optional average of the encoder's weights (optim.ema_decay)
+
+    def update_target(self, step: int) -> None:
+        """After optimiser step ``step``: move the weight average (if any) towards the encoder."""
+        if self.ema is not None:
+            self.ema.update(self.encoder, step)
 
     def forward(self, wav: Tensor, lengths: Tensor, masks: Masks) -> dict[str, Tensor]:
         feats = self.frontend(wav, lengths)

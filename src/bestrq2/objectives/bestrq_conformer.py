@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from bestrq2.frontend import Frontend, unpatchify
 from bestrq2.masking import Masks
 from bestrq2.models.conformer import Conformer
+from bestrq2.models.ema import WeightEMA
 from bestrq2.objectives.bestrq import MaskFill
 from bestrq2.objectives.bestrq2 import CodeHeads, code_loss, gather_rows, real_rows
 from bestrq2.quantizer import RandomProjectionQuantizer
@@ -28,6 +29,7 @@ class BestRQConformer(nn.Module):
         fill: MaskFill,
         quantizer: RandomProjectionQuantizer,
         heads: CodeHeads,
+        ema: WeightEMA | None = None,
     ):
         super().__init__()
         self.frontend = frontend  # a frame frontend (``conformer.frame_frontend``)
@@ -35,6 +37,12 @@ class BestRQConformer(nn.Module):
         self.fill = fill
         self.quantizer = quantizer
         self.heads = heads
+        self.ema = ema  # optional average of the encoder's weights (optim.ema_decay)
+
+    def update_target(self, step: int) -> None:
+        """After optimiser step ``step``: move the weight average (if any) towards the encoder."""
+        if self.ema is not None:
+            self.ema.update(self.encoder, step)
 
     def forward(self, wav: Tensor, lengths: Tensor, masks: Masks) -> dict[str, Tensor]:
         fe = self.frontend.cfg

@@ -1,0 +1,257 @@
+"""The recipe options of the BEST-RQ-2.x family, one config field each: patch shape and 1-D positions,
+block style (RMSNorm, SwiGLU, QK-norm, LayerScale), time-span masks, weight EMA, per-codebook quantizer
+normalisation, energy-aware crops, inference chunks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+from bestrq2.config import ConfigError, FrontendConfig, QuantizerConfig
+from bestrq2.data.audio import AudioError, choose_crop, silent_fraction
+from bestrq2.data.files import CropDataset, collate
+from bestrq2.export import export, load_encoder
+from bestrq2.inference import BestRQ2Encoder
+from bestrq2.masking import mask_generator
+from bestrq2.models.ema import WeightEMA, ema_decay_at
+from bestrq2.models.encoder import ViTEncoder
+from bestrq2.models.layers import Block, BlockStyle, SwiGLU
+from bestrq2.models.positions import _sincos_1d, rope_2d, sincos_2d
+from bestrq2.objectives import build_objective, sample_batch_masks
+from bestrq2.quantizer import RandomProjectionQuantizer
+from bestrq2.training.checkpoint import atomic_save
+from tests.conftest import micro_config
+
+SR = 16000
+
+
+def full_band(**overrides):
+    return micro_config(frontend__patch_freq=128, frontend__patch_time=4, **overrides)
+
+
+# ----------------------------------------------------------------------------- patch shape, positions
+
+
+def test_full_band_patches_give_one_token_per_156ms():
+    cfg = full_band()
+    assert cfg.frontend.freq_patches == 1 and cfg.frontend.patch_dim == 512
+    assert cfg.frontend.hop_size_in_ms == pytest.approx(156.25)
+    enc = BestRQ2Encoder(cfg.frontend, cfg.encoder, "concat").eval()
+    with torch.no_grad():
+        out = enc(torch.randn(2, 2 * SR) * 0.1)
+    assert out.shape == (2, 13, cfg.encoder.width)  # ceil(2 s / 156.25 ms); no frequency axis to pool
+    assert enc.output_dim == cfg.encoder.width
+
+
+def test_positions_are_1d_over_time_for_a_single_frequency_row():
+    table = sincos_2d((1, 10), 64)
+    torch.testing.assert_close(table, _sincos_1d(torch.arange(10.0), 64))
+    assert (table.std(0) > 0).float().mean() > 0.9  # no constant half, as 2-D positions would leave
+    cos, sin = rope_2d((1, 10), 32)
+    assert (cos.std(0) > 0).all(), "every rotary pair turns with time"
+    cos2, _ = rope_2d((2, 10), 32)
+    assert (cos2[:10, :16].std(0) == 0).all(), "2-D: the frequency half is constant along one row"
+
+
+def test_any_patch_shape_trains_and_exports(tmp_path):
+    cfg = micro_config(frontend__patch_freq=32, frontend__patch_time=8, encoder__positions="rope")
+    model = build_objective(cfg)
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
+    masks = sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0))
+    model(wav, lengths, masks)["loss"].backward()
+    atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "step": 0}, tmp_path / "ckpt.pt")
+    meta = json.loads((export(tmp_path / "ckpt.pt", tmp_path / "x") / "config.json").read_text())
+    assert meta["hop_size_in_ms"] == pytest.approx(1000 * 8 * 625 / SR)
+
+
+# ----------------------------------------------------------------------------- block style
+
+
+def test_block_style_options_build_what_they_say():
+    cfg = micro_config(encoder__norm="rmsnorm", encoder__mlp="swiglu", encoder__qk_norm=True, encoder__layer_scale=0.1)
+    model = build_objective(cfg)
+    for blocks in (model.encoder.blocks, model.predictor.blocks):  # the predictor follows the encoder
+        blk = blocks[0]
+        assert isinstance(blk.norm1, nn.RMSNorm) and isinstance(blk.mlp, SwiGLU)
+        assert blk.attn.q_norm is not None and torch.allclose(blk.gamma1, torch.full_like(blk.gamma1, 0.1))
+    assert isinstance(model.encoder.norm, nn.RMSNorm)
+    with pytest.raises(ConfigError):
+        micro_config(encoder__mlp="relu")
+
+
+def test_swiglu_keeps_the_parameter_count():
+    gelu = Block(192, 3, 4.0)
+    swi = Block(192, 3, 4.0, style=BlockStyle(mlp="swiglu"))
+    n = lambda m: sum(p.numel() for p in m.mlp.parameters())  # noqa: E731
+    assert abs(n(swi) - n(gelu)) / n(gelu) < 0.02
+
+
+def test_layer_scale_starts_blocks_near_the_identity():
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 64)
+    near = Block(64, 2, style=BlockStyle(layer_scale=1e-5))
+    plain = Block(64, 2)
+    assert (near(x) - x).abs().max() < 1e-3
+    assert (plain(x) - x).abs().max() > 0.1
+
+
+def test_qk_norm_makes_attention_invariant_to_the_scale_of_queries_and_keys():
+    torch.manual_seed(0)
+    blk = Block(64, 2, style=BlockStyle(qk_norm=True)).eval()
+    x = torch.randn(2, 5, 64)
+    before = blk.attn(x)
+    with torch.no_grad():
+        blk.attn.qkv.weight[:128] *= 7.0  # q and k rows; v untouched
+        blk.attn.qkv.bias[:128] *= 7.0
+    torch.testing.assert_close(blk.attn(x), before, atol=1e-5, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def test_time_masks_mask_every_frequency_block_of_a_step_in_spans():
+    cfg = micro_config(mask__kind="time", mask__span=2, mask__ratio_min=0.8, mask__ratio_max=0.8)
+    S = 5 * SR
+    lengths = torch.tensor([S, 3 * SR])
+    m = sample_batch_masks(cfg, lengths, S, mask_generator(0, 0, 3))
+    fb, tb = cfg.frontend.freq_patches, cfg.frontend.time_patches(S)
+    for b in range(2):
+        real = (m.ids_mask[b][~m.mask_pad[b]]).tolist()
+        steps = {i % tb for i in real}
+        assert {f * tb + t for f in range(fb) for t in steps} == set(real), "whole time steps"
+        assert len(set(m.ids_mask[b].tolist()) | set(m.ids_keep[b].tolist())) == fb * tb
+    n_real = cfg.frontend.time_patches(int(lengths[1]))
+    masked_steps = {i % tb for i in m.ids_mask[1][~m.mask_pad[1]].tolist()}
+    real_spans = -(-n_real // 2)  # 5 real steps: spans [0, 1] [2, 3] [4, (padding)]
+    assert len({s // 2 for s in masked_steps}) == round(0.8 * real_spans)
+    assert max(masked_steps) < n_real  # padding never scored
+
+
+def test_high_mask_ratio_trains():
+    cfg = full_band(mask__ratio_min=0.8, mask__ratio_max=0.8)
+    model = build_objective(cfg)
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, 2 * SR])
+    masks = sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0))
+    assert masks.ids_keep.shape[1] == 13 - round(0.8 * 13)
+    assert model(wav, lengths, masks)["loss"].isfinite()
+
+
+# ----------------------------------------------------------------------------- weight EMA
+
+
+def test_weight_ema_follows_the_online_encoder_and_is_exported(tmp_path):
+    cfg = micro_config(optim__ema_decay=0.9)
+    model = build_objective(cfg)
+    ema = model.ema.encoder
+    assert all(not p.requires_grad for p in ema.parameters())
+    before = ema.patch_embed.weight.clone()
+    with torch.no_grad():
+        model.encoder.patch_embed.weight.add_(1.0)
+    model.update_target(100)
+    m = ema_decay_at(100, 0.9)
+    assert m == 0.9 and ema_decay_at(0, 0.9) == pytest.approx(0.1)
+    torch.testing.assert_close(ema.patch_embed.weight, m * before + (1 - m) * model.encoder.patch_embed.weight)
+    atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "step": 1}, tmp_path / "ckpt.pt")
+    default = load_encoder(export(tmp_path / "ckpt.pt", tmp_path / "ema"))
+    online = load_encoder(export(tmp_path / "ckpt.pt", tmp_path / "online", which="online"))
+    torch.testing.assert_close(default.encoder.patch_embed.weight, ema.patch_embed.weight)
+    torch.testing.assert_close(online.encoder.patch_embed.weight, model.encoder.patch_embed.weight)
+    assert json.loads((tmp_path / "ema" / "config.json").read_text())["exported_encoder"] == "ema"
+
+
+def test_weight_ema_is_refused_for_audiojepa_and_missing_averages_are_named(tmp_path):
+    cfg = micro_config(optim__ema_decay=0.9)
+    cfg.method = "audiojepa"
+    with pytest.raises(ConfigError, match="already is an EMA"):
+        cfg.validate()
+    plain = micro_config()
+    atomic_save({"config": plain.to_dict(), "model": build_objective(plain).state_dict(), "step": 0}, tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="no weight average"):
+        export(tmp_path / "c.pt", tmp_path / "x", which="ema")
+
+
+def test_weight_ema_module_is_a_frozen_copy():
+    enc = ViTEncoder(micro_config().encoder, 256)
+    w = WeightEMA(enc, 0.99)
+    torch.testing.assert_close(w.encoder.patch_embed.weight, enc.patch_embed.weight)
+    assert w.encoder.patch_embed.weight.data_ptr() != enc.patch_embed.weight.data_ptr()
+
+
+# ----------------------------------------------------------------------------- quantizer
+
+
+def test_each_codebook_gets_its_own_normalisation():
+    fe = FrontendConfig()
+    x = torch.randn(200, 256) * 20 - 30
+    mixed = RandomProjectionQuantizer(QuantizerConfig(num_codebooks=2, codebook_norms=("patch", "global")), 256, fe)
+    patch = RandomProjectionQuantizer(QuantizerConfig(num_codebooks=2, norm="patch"), 256, fe)
+    glob = RandomProjectionQuantizer(QuantizerConfig(num_codebooks=2, norm="global"), 256, fe)
+    codes = mixed(x)
+    assert torch.equal(codes[:, 0], patch(x)[:, 0]) and torch.equal(codes[:, 1], glob(x)[:, 1])
+    # a level shift changes nothing for the per-patch codebook and moves the global one
+    shifted = mixed(x + 20)
+    assert torch.equal(shifted[:, 0], codes[:, 0]) and not torch.equal(shifted[:, 1], codes[:, 1])
+    with pytest.raises(ConfigError, match="2 entries for 3 codebooks"):
+        QuantizerConfig(num_codebooks=3, codebook_norms=("patch", "global")).validate()
+
+
+# ----------------------------------------------------------------------------- energy-aware crops
+
+
+def test_silent_fraction():
+    x = np.zeros(SR, np.float32)
+    x[SR // 2 :] = 0.1 * np.sin(np.arange(SR // 2) * 0.3)
+    assert silent_fraction(x, SR, -60.0) == pytest.approx(0.5)
+    assert silent_fraction(np.zeros(10, np.float32), SR, -60.0) == 0.0
+
+
+def test_choose_crop_keeps_the_first_loud_enough_crop_or_the_least_silent():
+    loud, half, silent = (np.full(SR, 0.1, np.float32), np.r_[np.zeros(SR // 2), np.full(SR // 2, 0.1)].astype(np.float32),
+                          np.zeros(SR, np.float32))  # fmt: skip
+    seq = [silent, half, loud]
+    x, redraws = choose_crop(lambda i: seq[i], SR, 3, 0.2, -60.0, SR)
+    assert x is loud and redraws == 2
+    x, redraws = choose_crop(lambda i: [silent, half, silent][i], SR, 3, 0.2, -60.0, SR)
+    assert x is half and redraws == 2
+
+    def first_silent(i):
+        raise AudioError("f", "silent")
+
+    with pytest.raises(AudioError):
+        choose_crop(first_silent, SR, 3, 0.2, -60.0, SR)
+
+
+def test_energy_aware_crops_avoid_silence_in_real_files(tmp_path):
+    # 7 s of near-silence, then 3 s of sound: most plain 1 s crops are silent (P = 6.5 / 9), the
+    # first crop at most half silent is drawn with P = 3.5 / 9 per attempt
+    x = np.zeros(10 * SR, np.float32)
+    x[7 * SR :] = 0.2 * np.sin(np.arange(3 * SR) * 0.05)
+    x[: 7 * SR] += 1e-4 * np.random.default_rng(0).standard_normal(7 * SR).astype(np.float32)  # not a 'silent' file
+    path = tmp_path / "edge.wav"
+    sf.write(path, x, SR)
+    plain_cfg = micro_config(data__crop_seconds=1.0).data
+    aware_cfg = micro_config(data__crop_seconds=1.0, data__crop_attempts=16, data__max_silent_fraction=0.5).data
+    plain, aware = CropDataset([path], plain_cfg, SR), CropDataset([path], aware_cfg, SR)
+    frac = lambda item: silent_fraction(item["wav"], SR, -60.0)  # noqa: E731
+    plain_items = [plain[(e, 0)] for e in range(20)]
+    aware_items = [aware[(e, 0)] for e in range(20)]
+    assert np.mean([frac(i) > 0.5 for i in plain_items]) > 0.6
+    assert np.mean([frac(i) > 0.5 for i in aware_items]) < 0.2
+    assert collate(aware_items)["crop_redraws"] > 0 and collate(plain_items)["crop_redraws"] == 0
+
+
+# ----------------------------------------------------------------------------- inference chunks
+
+
+def test_inference_chunks_follow_frontend_chunk_seconds():
+    cfg = micro_config(frontend__chunk_seconds=2.5)
+    enc = BestRQ2Encoder(cfg.frontend, cfg.encoder).eval()
+    wav = torch.randn(1, 5 * SR) * 0.1
+    with torch.no_grad():
+        whole, first = enc(wav), enc(wav[:, : int(2.5 * SR)])
+    torch.testing.assert_close(whole[:, : first.shape[1]], first, atol=1e-5, rtol=1e-4)
