@@ -47,13 +47,14 @@ def _default_data() -> str:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from bestrq2.evaluation.online import OnlineProbe
     from bestrq2.training.loop import pretrain
 
     cfg = _config_from_args(args)
     data = args.data or _default_data()
     result = pretrain(
         cfg, data, args.out, resume=args.resume, stop_after=args.stop_after, device=args.device,
-        progress=not args.no_progress,
+        progress=not args.no_progress, probe_factory=OnlineProbe.from_config,
     )
     print(f"done: step {result.step}, checkpoint in {Path(result.run_dir) / 'checkpoints'}")
     return 0
@@ -213,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(fn=cmd_benchmark)
 
-    add_eval_commands(sub)  # evaluate, compare
+    add_eval_commands(sub)  # evaluate, compare, diagnose
 
     sub.add_parser("data", help="build the demo corpus and downstream suite (see `bestrq2 data --help`)", add_help=False)
     return parser

@@ -1,4 +1,4 @@
-"""``bestrq2 evaluate`` and ``bestrq2 compare``, registered into the main parser by :func:`add_commands`."""
+"""``bestrq2 evaluate``, ``bestrq2 compare`` and ``bestrq2 diagnose``, registered into the main parser by :func:`add_commands`."""
 
 from __future__ import annotations
 
@@ -61,6 +61,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import torch
+
+    from bestrq2.evaluation.diagnose import diagnose, markdown_report
+    from bestrq2.evaluation.probe import ProbeConfig
+    from bestrq2.evaluation.runner import EvalConfig
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = EvalConfig(
+        probe=ProbeConfig(seed=args.seed),
+        device=device,
+        batch_seconds=args.batch_seconds,
+        workers=args.workers,
+    )
+    cache = None if args.no_cache else (args.cache or "default")
+    tasks = args.tasks.split(",") if args.tasks else None
+    seeds = tuple(range(args.random_seeds))
+    results = diagnose(
+        list(args.model), args.suite, args.out, cache_dir=cache, cfg=cfg, seeds=seeds, tasks=tasks,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(markdown_report(results))
+    print(
+        f"{results['timing']['total_s']} s; wrote diagnose.json, diagnose.md and diagnose.png to {args.out}"
+    )
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from bestrq2.evaluation.report import compare_markdown, load_results, write_comparison
 
@@ -106,6 +137,37 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=42, help="probe seed (X-ARES: 42)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser(
+        "diagnose",
+        help="layer-wise diagnosis: probe + kNN of every layer, both poolings, against random-init encoders",
+        description="Runs each encoder once over the suite keeping every layer (cached), then scores every "
+        "layer with the X-ARES linear probe and kNN for mean and concat pooling, beside random-init encoders "
+        "of the same architecture; adds effective ranks, the patch-embedding / position norm ratio and (run "
+        "folders) quantizer target statistics with a bag-of-codes probe. Writes diagnose.json, diagnose.md "
+        "and diagnose.png to --out and prints the table.",
+    )
+    p.add_argument("model", nargs="+", help="export folder, run folder or checkpoint (ViT encoders)")
+    p.add_argument(
+        "--suite", default=_default_suite(), help="suite folder with manifest.jsonl (default: data/suite)"
+    )
+    p.add_argument("--out", required=True, help="results folder")
+    p.add_argument(
+        "--random-seeds", type=int, default=2, help="random-init encoders per model (seeds 0..N-1)"
+    )
+    p.add_argument("--tasks", help="comma-separated task names (default: all)")
+    p.add_argument(
+        "--cache",
+        help="embedding cache folder (default: $BESTRQ2_EMBED_CACHE or ~/.cache/bestrq2/embeddings)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+    p.add_argument("--device", default="cpu", help="encoder device: cpu, cuda, auto ...")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    p.add_argument("--workers", type=int, default=2, help="audio decoding threads")
+    p.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio per encoder batch (s)")
+    p.add_argument("--seed", type=int, default=42, help="probe seed (X-ARES: 42)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_diagnose)
 
     p = sub.add_parser("compare", help="one table and chart across several evaluation results")
     p.add_argument(

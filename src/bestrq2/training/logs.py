@@ -7,19 +7,25 @@ from pathlib import Path
 
 COLUMNS = [
     "step", "loss", "acc", "lr", "grad_norm", "clips_per_s", "mask_ratio",
-    "codes_used", "perplexity", "skipped_files", "bad_steps", "elapsed_s",
+    "codes_used", "perplexity", "skipped_files", "crop_redraws", "bad_steps", "elapsed_s",
 ]
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, resume_step: int = 0, tensorboard: bool = True):
+    """``extra_columns`` (e.g. the online probe's ``probe_knn/<task>``) follow :data:`COLUMNS` in the CSV
+    header, which is written once: keys of a row outside the header go to TensorBoard only."""
+
+    def __init__(
+        self, run_dir: Path, resume_step: int = 0, tensorboard: bool = True, extra_columns: list[str] | tuple[str, ...] = ()
+    ):
         self.path = run_dir / "log.csv"
+        self.columns = COLUMNS + [c for c in extra_columns if c not in COLUMNS]
         rows = []
         if resume_step and self.path.exists():  # drop rows a crashed run wrote after its last checkpoint
             with self.path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
         with self.path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
         self.tb = None
@@ -30,7 +36,7 @@ class RunLogger:
 
     def log(self, row: dict[str, float]) -> None:
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=COLUMNS).writerow({k: row.get(k, "") for k in COLUMNS})
+            csv.DictWriter(f, fieldnames=self.columns).writerow({k: row.get(k, "") for k in self.columns})
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step":

@@ -20,7 +20,7 @@ import math
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,12 +118,17 @@ def pretrain(
     device: str | None = None,
     progress: bool = True,
     tensorboard: bool = True,
+    probe_factory: ProbeFactory | None = None,
 ) -> TrainResult:
-    """Pretrain ``cfg.method`` on the audio in ``data``; write checkpoints and logs to ``run_dir``."""
+    """Pretrain ``cfg.method`` on the audio in ``data``; write checkpoints and logs to ``run_dir``.
+
+    ``probe_factory(cfg)`` builds the online probe that ``train.probe_every`` / ``train.probe_suite`` ask
+    for (``bestrq2.evaluation.online.OnlineProbe.from_config``; the ``bestrq2 pretrain`` command passes
+    it: training does not import the evaluation package)."""
     info = init_distributed(device)
     finished = False
     try:
-        result = _pretrain(cfg, Path(data), Path(run_dir), resume, stop_after, info, progress, tensorboard)
+        result = _pretrain(cfg, Path(data), Path(run_dir), resume, stop_after, info, progress, tensorboard, probe_factory)
         finished = True
         return result
     finally:
@@ -266,6 +271,59 @@ def _forward_backward(run: _Run, micro_batches: list, stop: _StopFlag, info: Dis
     return float(stats[0]), float(stats[1]), bool(stats[2] > 0), out
 
 
+ProbeFactory = Callable[[Config], Callable[..., dict[str, float]]]
+"""Config -> online probe: ``probe(encoder, frontend) -> {name: value}``, with ``.columns`` (the names)
+and ``.line(step, scores)`` (a console line); see ``bestrq2.evaluation.online.OnlineProbe``."""
+
+
+class _Prober:
+    """The online probe's side of the loop: on rank 0 only (with FSDP2 every rank first gathers the
+    encoder's full weights into a plain copy on rank 0). Its time is kept out of ``clips_per_s``."""
+
+    def __init__(self, run: _Run, factory: ProbeFactory | None, info: DistInfo):
+        tc = run.cfg.train
+        self.every = tc.probe_every if tc.probe_suite else 0
+        self.run, self.info, self.probe, self.copy = run, info, None, None
+        self.seconds = 0.0  # spent probing since the last log row
+        if self.every and factory is None:
+            raise ConfigError(
+                "train.probe_every needs an online probe: run `bestrq2 pretrain`, or pass "
+                "probe_factory=bestrq2.evaluation.online.OnlineProbe.from_config to pretrain()"
+            )
+        if self.every and info.is_main:
+            self.probe = factory(run.cfg)
+            describe = getattr(self.probe, "describe", None)
+            if describe is not None:
+                print(describe())
+
+    @property
+    def columns(self) -> list[str]:
+        return list(getattr(self.probe, "columns", []))
+
+    def due(self, step: int, end: int) -> bool:
+        return bool(self.every) and (step % self.every == 0 or step == end)
+
+    def __call__(self, step: int) -> dict[str, float] | None:
+        """Probe the current encoder (rank 0 gets the scores; the others None)."""
+        t0 = time.time()
+        core = self.run.core
+        encoder = core.encoder
+        if any(hasattr(p, "full_tensor") for p in encoder.parameters()):  # FSDP2 shards: a collective
+            state = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in encoder.state_dict().items()}
+            if self.info.is_main:
+                if self.copy is None:
+                    with torch.random.fork_rng(devices=[]):
+                        self.copy = build_objective(self.run.cfg).encoder.to(self.info.device)
+                self.copy.load_state_dict(state)
+            encoder = self.copy
+        scores = None
+        if self.info.is_main:
+            scores = self.probe(encoder, core.frontend)
+            tqdm.write(self.probe.line(step, scores) if hasattr(self.probe, "line") else f"probe step {step}: {scores}")
+        self.seconds += time.time() - t0
+        return scores
+
+
 def _pretrain(
     cfg: Config,
     data: Path,
@@ -275,6 +333,7 @@ def _pretrain(
     info: DistInfo,
     progress: bool,
     tensorboard: bool,
+    probe_factory: ProbeFactory | None = None,
 ) -> TrainResult:
     run = _set_up(cfg, data, run_dir, resume, info)
     cfg, tc, core, optimizer = run.cfg, run.cfg.train, run.core, run.optimizer
@@ -288,9 +347,15 @@ def _pretrain(
             f"| world={info.world} {cfg.parallel.strategy if info.enabled else ''} "
             f"batch={tc.batch_size} (micro {run.micro} x accum {tc.accum_steps}) | device={info.device} | step {run.step}/{tc.max_steps}"
         )
-    logger = RunLogger(run_dir, run.step, tensorboard) if info.is_main else None
+    prober = _Prober(run, probe_factory, info)
+    logger = RunLogger(run_dir, run.step, tensorboard, prober.columns) if info.is_main else None
 
     end = tc.max_steps if stop_after is None else min(tc.max_steps, stop_after)
+    if prober.every and run.step == 0:  # the curve starts from the random init
+        scores = prober(0)
+        if logger and scores is not None:
+            logger.log({"step": 0, **scores})
+        prober.seconds = 0.0
     if run.step >= end:
         if not run.resumed:  # --max-steps 0: a random-init checkpoint (a baseline)
             _save(run, run_dir, 0, run.position, info)
@@ -343,9 +408,11 @@ def _pretrain(
             window["loss"] += loss
             window["acc"] += acc
             window["n"] += 1
+            window["crop_redraws"] += sum(b.get("crop_redraws", 0) for b, _, _ in micro_batches)
             if info.is_main:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+            probed = prober(step) if prober.due(step, end) and not stop_now else None
             if step % tc.log_every == 0 or step == end:
                 now = time.time()
                 clips = window["n"] * tc.batch_size
@@ -356,17 +423,22 @@ def _pretrain(
                     "acc": window["acc"] / window["n"],
                     "lr": lr,
                     "grad_norm": grad_norm,
-                    "clips_per_s": clips / max(now - t_log, 1e-9),
+                    "clips_per_s": clips / max(now - t_log - prober.seconds, 1e-9),
                     "mask_ratio": masks.ratio,
                     **usage,  # codes_used, perplexity (methods with code targets)
                     "skipped_files": len(bad_files),
+                    "crop_redraws": window["crop_redraws"],  # energy-aware crops redrawn since the last row (this rank)
                     "bad_steps": bad_steps,
                     "elapsed_s": now - t0,
+                    **(probed or {}),
                 }
                 if logger:
                     logger.log(row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
                 window, t_log = Counter(), now
+                prober.seconds = 0.0
+            elif probed is not None and logger:  # a probe step between log steps: a row of its own
+                logger.log({"step": step, **probed})
             if step % tc.ckpt_every == 0 or step == end or stop_now:
                 _save(run, run_dir, step, run.position, info)
             if stop_now:
