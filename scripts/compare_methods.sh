@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The paper's comparison at demo scale: BEST-RQ-2 (two steps), one-step BEST-RQ on the ViT and on a
-# Conformer, and Audio-JEPA, each pretrained with the same encoder size (the tiny preset: width 192,
+# Conformer, and Audio-JEPA, each pretrained with the same encoder size (the tiny-ref preset, the reference recipe: width 192,
 # depth 4, 3 heads) and the same budget (STEPS x batch 16 x 5 s crops) on the demo corpus, exported
 # with both frequency poolings (mean: the reference readout; concat: 8 x D; the Conformer has no
 # frequency axis), then evaluated on the demo suite (X-ARES protocol: linear probe + kNN) beside
@@ -47,7 +47,7 @@ for m in "${METHODS[@]}"; do
   elif [ -f "$run/checkpoints/last.pt" ]; then
     timed "pretrain $m (resumed)" "$PY" -m bestrq2.cli pretrain --out "$run" --resume --no-progress
   else
-    timed "pretrain $m" "$PY" -m bestrq2.cli pretrain --method "$m" --preset tiny --max-steps "$STEPS" \
+    timed "pretrain $m" "$PY" -m bestrq2.cli pretrain --method "$m" --preset tiny-ref --max-steps "$STEPS" \
       --data "$DATA" --out "$run" --no-progress
   fi
   if [ "$m" = bestrq-conformer ]; then  # frames: nothing to pool over frequency

@@ -12,8 +12,8 @@ from bestrq2.config import Config, get_preset
 
 
 def micro_config(**overrides: object) -> Config:
-    """The tiny preset shrunk further so that a training step takes milliseconds."""
-    cfg = get_preset("tiny")
+    """The tiny-ref preset (the reference recipe) shrunk further so that a training step takes milliseconds."""
+    cfg = get_preset("tiny-ref")
     cfg.encoder.width, cfg.encoder.depth, cfg.encoder.heads = 64, 2, 2
     cfg.predictor.width, cfg.predictor.depth, cfg.predictor.heads = 32, 1, 2
     cfg.quantizer.codebook_size = 256

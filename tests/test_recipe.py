@@ -255,3 +255,27 @@ def test_inference_chunks_follow_frontend_chunk_seconds():
     with torch.no_grad():
         whole, first = enc(wav), enc(wav[:, : int(2.5 * SR)])
     torch.testing.assert_close(whole[:, : first.shape[1]], first, atol=1e-5, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- encoder freeze
+
+
+def test_encoder_freeze_keeps_the_encoder_still_then_ramps_it_in():
+    from bestrq2.training.optim import build_optimizer, encoder_lr_scale, set_lr
+
+    cfg = micro_config(optim__encoder_freeze_fraction=0.2, optim__warmup_fraction=0.1)
+    assert [encoder_lr_scale(s, 100, cfg.optim) for s in (0, 19, 20, 24, 29, 60)] == [0, 0, 0.1, 0.5, 1.0, 1.0]
+    torch.manual_seed(0)
+    model = build_objective(cfg)
+    opt = build_optimizer(model, cfg.optim, torch.device("cpu"))
+    assert sum(len(g["params"]) for g in opt.param_groups if g["encoder"]) == len(list(model.encoder.parameters()))
+    enc0 = [p.detach().clone() for p in model.encoder.parameters()]
+    pred0 = [p.detach().clone() for p in model.predictor.parameters()]
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, 2 * SR])
+    masks = sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0))
+    model(wav, lengths, masks)["loss"].backward()
+    base = set_lr(opt, 5, 100, cfg.optim)
+    assert base > 0 and all(g["lr"] == (0.0 if g["encoder"] else base) for g in opt.param_groups)
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(enc0, model.encoder.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(pred0, model.predictor.parameters()))

@@ -53,7 +53,7 @@ from bestrq2.training.distributed import (
     on_main,
 )
 from bestrq2.training.logs import RunLogger
-from bestrq2.training.optim import build_optimizer, lr_at
+from bestrq2.training.optim import build_optimizer, set_lr
 from bestrq2.training.parallel import (
     full_state,
     grad_norm_value,
@@ -380,9 +380,7 @@ def _pretrain(
     with _StopFlag() as stop, _workers_stopped(batches):
         while run.step < end:
             run.model.train()
-            lr = lr_at(run.step, tc.max_steps, cfg.optim)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_lr(optimizer, run.step, tc.max_steps, cfg.optim)
             micro_batches = _read_step(run, batches, slots, info, skipped, bad_files)
             loss, acc, stop_now, out = _forward_backward(run, micro_batches, stop, info)
             last_batch, masks, _ = micro_batches[-1]

@@ -1,0 +1,163 @@
+"""Recipe ablation at demo scale: each variant pretrained with 2 seeds on the same budget (CPU time or steps),
+exported with the default settings and evaluated (X-ARES protocol on the demo suite) beside random-init
+encoders of the same architecture (the same 2 seeds) and log-mel statistics.
+
+    python scripts/recipe_ablation.py --minutes 4 --out results/recipe --runs runs/recipe
+    python scripts/recipe_ablation.py --variants ref,fullband --seeds 0 --minutes 1   (a quick look)
+
+Equal CPU time: before a variant's runs, 30 timed steps measure its speed, and max_steps is set so
+that pretraining takes about ``--minutes`` (the schedule, warm-up included, follows max_steps).
+Runs that finished are reused; ``results.json`` and ``table.md`` are rewritten after every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from bestrq2.config import apply_override, get_preset
+from bestrq2.evaluation import evaluate
+from bestrq2.export import export
+from bestrq2.training.logs import read_log
+from bestrq2.training.loop import pretrain
+
+FULL_BAND = ["frontend.patch_freq=128", "frontend.patch_time=4"]
+M80 = FULL_BAND + ["encoder.layer_scale=0.1", "mask.ratio_min=0.75", "mask.ratio_max=0.85"]
+# each on top of tiny-ref; the first four are cumulative, the rest vary +mask80 by one option
+VARIANTS: dict[str, list[str]] = {
+    "ref": [],  # the tiny reference recipe: 16x16 patches, 2-D sin-cos, LayerNorm/GELU, mask 0.4-0.6
+    "fullband": FULL_BAND,  # 128x4 patches, 1-D positions over time
+    "+layerscale": FULL_BAND + ["encoder.layer_scale=0.1"],
+    "+mask80": M80,
+    "m80rope": M80 + ["encoder.positions=rope"],  # the tiny preset's recipe
+    "m80lr2e4": M80 + ["optim.lr=2e-4"],
+    "m80lr1e3": M80 + ["optim.lr=1e-3"],
+    "m80pred4": M80 + ["predictor.depth=4", "predictor.width=192", "predictor.heads=3"],
+    "m80freeze": M80 + ["optim.encoder_freeze_fraction=0.1"],
+    "cb4": M80 + ["quantizer.num_codebooks=4"],
+    "cb4mix": M80 + ["quantizer.num_codebooks=4", "quantizer.codebook_norms=patch,patch,global,global"],
+    "cb4ema": M80 + ["quantizer.num_codebooks=4", "optim.ema_decay=0.999"],
+}
+
+
+def overrides_for(name: str, extra: dict[str, list[str]]) -> list[str]:
+    return (VARIANTS | extra)[name]
+
+
+def config(name: str, seed: int, extra: dict[str, list[str]], steps: int):
+    cfg = get_preset("tiny-ref")
+    for o in overrides_for(name, extra):
+        apply_override(cfg, o)
+    cfg.train.seed = seed
+    cfg.train.max_steps = steps
+    cfg.train.ckpt_every = max(steps, 1)
+    cfg.train.log_every = 25
+    return cfg.validate()
+
+
+def calibrate(name: str, extra: dict[str, list[str]], data: Path, runs: Path, minutes: float) -> int:
+    """Steps that fill ``minutes`` of pretraining: 30 steps timed after 10 warm-up steps."""
+    probe = runs / f"_calibrate-{name}"
+    if (probe / "steps.json").exists():
+        return json.loads((probe / "steps.json").read_text())["steps"]
+    cfg = config(name, 0, extra, 40)
+    cfg.train.log_every = 10
+    pretrain(cfg, data, probe, progress=False, tensorboard=False)
+    rows = read_log(probe)
+    t = {int(r["step"]): float(r["elapsed_s"]) for r in rows}
+    per_step = (t[40] - t[10]) / 30
+    steps = int(minutes * 60 / per_step)
+    (probe / "steps.json").write_text(json.dumps({"steps": steps, "s_per_step": per_step}))
+    return steps
+
+
+def scores(result: dict) -> dict:
+    return {"mlp": result["overall"]["mlp"], "knn": result["overall"]["knn"],
+            "tasks": {k: {"mlp": v["mlp"], "knn": v["knn"]} for k, v in result["tasks"].items()}}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", default="ref,fullband,+layerscale,+mask80,m80rope")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=OVERRIDE;OVERRIDE...",
+                    help="define another variant from scratch, e.g. 'fb+ema=frontend.patch_freq=128;...'")  # fmt: skip
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--minutes", type=float, default=4.0, help="pretraining CPU time per run")
+    ap.add_argument("--steps", type=int, help="fixed optimiser steps instead of the calibrated ones")
+    ap.add_argument("--data", default="data/corpus/manifest.jsonl")
+    ap.add_argument("--suite", default="data/suite")
+    ap.add_argument("--runs", default="runs/recipe")
+    ap.add_argument("--out", default="results/recipe")
+    args = ap.parse_args()
+    extra = {}
+    for e in args.extra:
+        name, _, body = e.partition("=")
+        extra[name] = [o for o in body.split(";") if o]
+    runs, out = Path(args.runs), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    results.setdefault("logmel", scores(evaluate("logmel", args.suite, progress=False)))
+    info = {
+        "command": "python scripts/recipe_ablation.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v),
+        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+    }  # fmt: skip
+    for name in args.variants.split(","):
+        steps = args.steps or calibrate(name, extra, Path(args.data), runs, args.minutes)
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            key = f"{name}/seed{seed}"
+            if key in results and results[key].get("minutes") == args.minutes and results[key]["steps"] == steps:
+                continue
+            run = runs / name.replace("+", "p") / f"seed{seed}"
+            cfg = config(name, seed, extra, steps)
+            t0 = time.time()
+            if not (run / "summary.json").exists():
+                pretrain(cfg, Path(args.data), run, resume=(run / "checkpoints" / "last.pt").exists(), progress=False)
+            train_s = json.loads((run / "summary.json").read_text())["elapsed_s"]
+            exp = export(run, run / "export")
+            pre = scores(evaluate(str(exp), args.suite, progress=False))
+            rnd = scores(evaluate(f"random:{exp}:{seed}", args.suite, progress=False))
+            results[key] = {"variant": name, "seed": seed, "overrides": overrides_for(name, extra), "steps": steps,
+                            "minutes": args.minutes, "train_s": train_s, "pretrained": pre, "random": rnd,
+                            "wall_s": time.time() - t0}  # fmt: skip
+            results["_info"] = info
+            results_file.write_text(json.dumps(results, indent=1))
+            (out / "table.md").write_text(table(results))
+            print(f"{key}: pretrained {pre['mlp']:.3f}/{pre['knn']:.3f} random {rnd['mlp']:.3f}/{rnd['knn']:.3f}", flush=True)
+    print(table(results))
+
+
+def table(results: dict) -> str:
+    lm = results["logmel"]
+    lines = [
+        f"log-mel mean + std: linear probe {lm['mlp']:.3f}, kNN {lm['knn']:.3f}",
+        "",
+        "| variant | steps | train min | probe: pretrained | probe: random | probe gain | kNN: pretrained | kNN: random | kNN gain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    by_variant: dict[str, list[dict]] = {}
+    for k, v in results.items():
+        if "/" in k:
+            by_variant.setdefault(v["variant"], []).append(v)
+    fmt = lambda xs: f"{statistics.mean(xs):.3f}" + (f" ({', '.join(f'{x:.3f}' for x in xs)})" if len(xs) > 1 else "")  # noqa: E731
+    for name, rs in by_variant.items():
+        pm, rm = [r["pretrained"]["mlp"] for r in rs], [r["random"]["mlp"] for r in rs]
+        pk, rk = [r["pretrained"]["knn"] for r in rs], [r["random"]["knn"] for r in rs]
+        lines.append(
+            f"| {name} | {rs[0]['steps']} | {statistics.mean(r['train_s'] for r in rs) / 60:.1f} | {fmt(pm)} | {fmt(rm)} "
+            f"| {statistics.mean(pm) - statistics.mean(rm):+.3f} | {fmt(pk)} | {fmt(rk)} | {statistics.mean(pk) - statistics.mean(rk):+.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
