@@ -10,7 +10,7 @@ import pytest
 from bestrq2.cli import main
 
 MICRO = [
-    "--preset", "tiny", "--set", "encoder.depth=1", "--set", "encoder.width=64", "--set", "encoder.heads=2",
+    "--preset", "tiny-ref", "--set", "encoder.depth=1", "--set", "encoder.width=64", "--set", "encoder.heads=2",
     "--set", "predictor.width=32", "--set", "predictor.depth=1", "--set", "predictor.heads=2",
     "--set", "quantizer.codebook_size=256", "--set", "data.crop_seconds=2.5",
 ]  # fmt: skip

@@ -21,21 +21,28 @@ def _default_suite() -> str:
         return "data/suite"
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def _eval_config(args: argparse.Namespace, layer: int | None = None):
+    """Threads, device and the evaluation settings shared by ``evaluate`` and ``diagnose``."""
     import torch
 
     from bestrq2.evaluation.probe import ProbeConfig
-    from bestrq2.evaluation.report import markdown
-    from bestrq2.evaluation.runner import EvalConfig, baselines_for, evaluate, evaluate_many
+    from bestrq2.evaluation.runner import EvalConfig
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = EvalConfig(
-        probe=ProbeConfig(seed=args.seed), device=device, layer=args.layer, batch_seconds=args.batch_seconds,
+    return EvalConfig(
+        probe=ProbeConfig(seed=args.seed), device=device, layer=layer, batch_seconds=args.batch_seconds,
         workers=args.workers,
     )  # fmt: skip
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from bestrq2.evaluation.report import markdown
+    from bestrq2.evaluation.runner import baselines_for, evaluate, evaluate_many
+
+    cfg = _eval_config(args, layer=args.layer)
     cache = None if args.no_cache else (args.cache or "default")
     tasks = args.tasks.split(",") if args.tasks else None
     models = list(args.model)
@@ -62,22 +69,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    import torch
-
     from bestrq2.evaluation.diagnose import diagnose, markdown_report
-    from bestrq2.evaluation.probe import ProbeConfig
-    from bestrq2.evaluation.runner import EvalConfig
 
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = EvalConfig(
-        probe=ProbeConfig(seed=args.seed),
-        device=device,
-        batch_seconds=args.batch_seconds,
-        workers=args.workers,
-    )
+    cfg = _eval_config(args)
     cache = None if args.no_cache else (args.cache or "default")
     tasks = args.tasks.split(",") if args.tasks else None
     seeds = tuple(range(args.random_seeds))
