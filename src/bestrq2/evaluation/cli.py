@@ -38,6 +38,16 @@ def _eval_config(args: argparse.Namespace, layer: int | None = None):
     )  # fmt: skip
 
 
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """How to run the encoder and the probes: the options ``evaluate`` and ``diagnose`` share."""
+    p.add_argument("--device", default="cpu", help="encoder device: cpu, cuda, auto ...")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    p.add_argument("--workers", type=int, default=2, help="audio decoding threads")
+    p.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio per encoder batch (s)")
+    p.add_argument("--seed", type=int, default=42, help="probe seed (X-ARES: 42)")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from bestrq2.evaluation.report import markdown
     from bestrq2.evaluation.runner import baselines_for, evaluate, evaluate_many
@@ -124,12 +134,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="use this encoder block's output (0-based, -1 last) instead of the final one",
     )
-    p.add_argument("--device", default="cpu", help="encoder device: cpu, cuda, auto ...")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
-    p.add_argument("--workers", type=int, default=2, help="audio decoding threads")
-    p.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio per encoder batch (s)")
-    p.add_argument("--seed", type=int, default=42, help="probe seed (X-ARES: 42)")
-    p.add_argument("--no-progress", action="store_true")
+    _add_run_args(p)
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser(
@@ -155,12 +160,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="embedding cache folder (default: $BESTRQ2_EMBED_CACHE or ~/.cache/bestrq2/embeddings)",
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
-    p.add_argument("--device", default="cpu", help="encoder device: cpu, cuda, auto ...")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
-    p.add_argument("--workers", type=int, default=2, help="audio decoding threads")
-    p.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio per encoder batch (s)")
-    p.add_argument("--seed", type=int, default=42, help="probe seed (X-ARES: 42)")
-    p.add_argument("--no-progress", action="store_true")
+    _add_run_args(p)
     p.set_defaults(fn=cmd_diagnose)
 
     p = sub.add_parser("compare", help="one table and chart across several evaluation results")

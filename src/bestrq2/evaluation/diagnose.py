@@ -40,7 +40,7 @@ from bestrq2.data.audio import AudioError, load_audio
 from bestrq2.evaluation.baselines import random_encoder
 from bestrq2.evaluation.embeddings import default_cache_dir, embed_clips
 from bestrq2.evaluation.models import _Arch, _config_json, _configs, _digest, resolve_model
-from bestrq2.evaluation.report import aggregate, domain_rank
+from bestrq2.evaluation.report import aggregate, domain_rank, save_figure
 from bestrq2.evaluation.runner import EvalConfig, score_task
 from bestrq2.evaluation.tasks import Suite, Task, load_suite
 from bestrq2.export import load_encoder
@@ -555,12 +555,7 @@ def plot_layers(results: dict[str, Any], path: str | Path) -> Path:
     axes[1].set_xlabel("layer")
     axes[0].legend(fontsize=7, loc="best")
     axes[0].set_title(f"Layer-wise diagnosis on {results['suite']['name']}")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _json_safe(x: Any) -> Any:

@@ -129,6 +129,13 @@ def plot(runs: list[dict[str, Any]], path: str | Path, title: str | None = None)
     axes[0].legend(fontsize=8, loc="upper right")
     axes[0].set_title(title or ("X-ARES protocol: " + ", ".join(names)))
     axes[1].set_xticks(x, [r for r, _ in rows], rotation=30, ha="right")
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
