@@ -45,6 +45,16 @@ VARIANTS: dict[str, list[str]] = {
     "cb4mix": M80 + ["quantizer.num_codebooks=4", "quantizer.codebook_norms=patch,patch,global,global"],
     "cb4ema": M80 + ["quantizer.num_codebooks=4", "optim.ema_decay=0.999"],
 }
+RECIPE = M80 + ["encoder.positions=rope"]  # the tiny preset's recipe (= m80rope)
+# one option at a time on top of the recipe
+VARIANTS |= {
+    "r+block2x": RECIPE + ["encoder.norm=rmsnorm", "encoder.mlp=swiglu", "encoder.qk_norm=true"],
+    "r+timespan2": RECIPE + ["mask.kind=time", "mask.span=2"],
+    "r+energycrop": RECIPE + ["data.crop_attempts=4"],
+    "r+globaltargets": RECIPE + ["quantizer.norm=global"],
+    "r+ema": RECIPE + ["optim.ema_decay=0.995"],  # time constant 200 steps: a fifth of the run
+}
+TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema"
 
 
 def overrides_for(name: str, extra: dict[str, list[str]]) -> list[str]:
@@ -59,6 +69,7 @@ def config(name: str, seed: int, extra: dict[str, list[str]], steps: int):
     cfg.train.max_steps = steps
     cfg.train.ckpt_every = max(steps, 1)
     cfg.train.log_every = 25
+    cfg.data.num_workers = 1  # one loader process per run: two runs side by side fill a 2-core machine
     return cfg.validate()
 
 
@@ -85,7 +96,7 @@ def scores(result: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default="ref,fullband,+layerscale,+mask80,m80rope")
+    ap.add_argument("--variants", default=TWO_SEED)
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=OVERRIDE;OVERRIDE...",
                     help="define another variant from scratch, e.g. 'fb+ema=frontend.patch_freq=128;...'")  # fmt: skip
     ap.add_argument("--seeds", default="0,1")
@@ -113,9 +124,10 @@ def main() -> None:
     }  # fmt: skip
     for name in args.variants.split(","):
         steps = args.steps or calibrate(name, extra, Path(args.data), runs, args.minutes)
+        minutes = None if args.steps else args.minutes
         for seed in [int(s) for s in args.seeds.split(",")]:
             key = f"{name}/seed{seed}"
-            if key in results and results[key].get("minutes") == args.minutes and results[key]["steps"] == steps:
+            if key in results and results[key].get("minutes") == minutes and results[key]["steps"] == steps:
                 continue
             run = runs / name.replace("+", "p") / f"seed{seed}"
             cfg = config(name, seed, extra, steps)
@@ -127,8 +139,10 @@ def main() -> None:
             pre = scores(evaluate(str(exp), args.suite, progress=False))
             rnd = scores(evaluate(f"random:{exp}:{seed}", args.suite, progress=False))
             results[key] = {"variant": name, "seed": seed, "overrides": overrides_for(name, extra), "steps": steps,
-                            "minutes": args.minutes, "train_s": train_s, "pretrained": pre, "random": rnd,
+                            "minutes": minutes, "train_s": train_s, "pretrained": pre, "random": rnd,
                             "wall_s": time.time() - t0}  # fmt: skip
+            # re-read before writing: several processes may share one results file (e.g. one per seed)
+            results = (json.loads(results_file.read_text()) if results_file.exists() else results) | {key: results[key]}
             results["_info"] = info
             results_file.write_text(json.dumps(results, indent=1))
             (out / "table.md").write_text(table(results))
@@ -149,7 +163,8 @@ def table(results: dict) -> str:
         if "/" in k:
             by_variant.setdefault(v["variant"], []).append(v)
     fmt = lambda xs: f"{statistics.mean(xs):.3f}" + (f" ({', '.join(f'{x:.3f}' for x in xs)})" if len(xs) > 1 else "")  # noqa: E731
-    for name, rs in by_variant.items():
+    order = list(VARIANTS)
+    for name, rs in sorted(by_variant.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         pm, rm = [r["pretrained"]["mlp"] for r in rs], [r["random"]["mlp"] for r in rs]
         pk, rk = [r["pretrained"]["knn"] for r in rs], [r["random"]["knn"] for r in rs]
         lines.append(
