@@ -54,11 +54,15 @@ VARIANTS |= {
     "r+globaltargets": RECIPE + ["quantizer.norm=global"],
     "r+ema": RECIPE + ["optim.ema_decay=0.995"],  # time constant 200 steps: a fifth of the run
 }
-TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema"
+TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema"
+
+
+EXPORTS = {"crop": {"chunk_seconds": "crop"}}
+"""``VARIANT@EXPORT``: VARIANT's runs exported with other settings (``@crop``: inference chunks = training crop)."""
 
 
 def overrides_for(name: str, extra: dict[str, list[str]]) -> list[str]:
-    return (VARIANTS | extra)[name]
+    return (VARIANTS | extra)[name.partition("@")[0]]
 
 
 def config(name: str, seed: int, extra: dict[str, list[str]], steps: int):
@@ -75,7 +79,7 @@ def config(name: str, seed: int, extra: dict[str, list[str]], steps: int):
 
 def calibrate(name: str, extra: dict[str, list[str]], data: Path, runs: Path, minutes: float) -> int:
     """Steps that fill ``minutes`` of pretraining: 30 steps timed after 10 warm-up steps."""
-    probe = runs / f"_calibrate-{name}"
+    probe = runs / f"_calibrate-{name.partition('@')[0]}"
     if (probe / "steps.json").exists():
         return json.loads((probe / "steps.json").read_text())["steps"]
     cfg = config(name, 0, extra, 40)
@@ -129,13 +133,14 @@ def main() -> None:
             key = f"{name}/seed{seed}"
             if key in results and results[key].get("minutes") == minutes and results[key]["steps"] == steps:
                 continue
-            run = runs / name.replace("+", "p") / f"seed{seed}"
+            base, _, export_kind = name.partition("@")
+            run = runs / base.replace("+", "p") / f"seed{seed}"
             cfg = config(name, seed, extra, steps)
             t0 = time.time()
             if not (run / "summary.json").exists():
                 pretrain(cfg, Path(args.data), run, resume=(run / "checkpoints" / "last.pt").exists(), progress=False)
             train_s = json.loads((run / "summary.json").read_text())["elapsed_s"]
-            exp = export(run, run / "export")
+            exp = export(run, run / f"export{'-' + export_kind if export_kind else ''}", **EXPORTS.get(export_kind, {}))
             pre = scores(evaluate(str(exp), args.suite, progress=False))
             rnd = scores(evaluate(f"random:{exp}:{seed}", args.suite, progress=False))
             results[key] = {"variant": name, "seed": seed, "overrides": overrides_for(name, extra), "steps": steps,
@@ -163,7 +168,7 @@ def table(results: dict) -> str:
         if "/" in k:
             by_variant.setdefault(v["variant"], []).append(v)
     fmt = lambda xs: f"{statistics.mean(xs):.3f}" + (f" ({', '.join(f'{x:.3f}' for x in xs)})" if len(xs) > 1 else "")  # noqa: E731
-    order = list(VARIANTS)
+    order = list(VARIANTS) + [f"{v}@{e}" for v in VARIANTS for e in EXPORTS]
     for name, rs in sorted(by_variant.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         pm, rm = [r["pretrained"]["mlp"] for r in rs], [r["random"]["mlp"] for r in rs]
         pk, rk = [r["pretrained"]["knn"] for r in rs], [r["random"]["knn"] for r in rs]

@@ -257,6 +257,22 @@ def test_inference_chunks_follow_frontend_chunk_seconds():
     torch.testing.assert_close(whole[:, : first.shape[1]], first, atol=1e-5, rtol=1e-4)
 
 
+def test_export_chunk_seconds_crop_takes_the_training_crop(micro_export, tmp_path):
+    run = micro_export.parent / "run"  # the fixture's run: crop 2.5 s, chunks 10 s
+    plain = load_encoder(export(run, tmp_path / "plain"))
+    cropped = load_encoder(export(run, tmp_path / "crop", chunk_seconds="crop"))
+    assert plain.chunk_samples == 10 * SR and cropped.chunk_samples == int(2.5 * SR)
+    assert json.loads((tmp_path / "crop" / "config.json").read_text())["frontend"]["chunk_seconds"] == 2.5
+    wav = torch.randn(1, 4 * SR) * 0.1
+    with torch.no_grad():  # same weights; the cropped encoder's first chunk is the first 2.5 s alone
+        a, b, head = plain(wav), cropped(wav), plain(wav[:, : int(2.5 * SR)])
+    assert a.shape == b.shape
+    torch.testing.assert_close(b[:, : head.shape[1]], head, atol=1e-4, rtol=1e-3)
+    assert not torch.allclose(a[:, : head.shape[1]], head, atol=1e-4)  # one 4 s chunk: other context
+    with pytest.raises(ConfigError, match="chunk_seconds"):
+        export(run, tmp_path / "bad", chunk_seconds=0.1)
+
+
 # ----------------------------------------------------------------------------- encoder freeze
 
 

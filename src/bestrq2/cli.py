@@ -63,7 +63,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bestrq2.export import export
 
-    out = export(args.run, args.out, args.pooling, args.encoder)
+    chunk = args.chunk_seconds
+    if chunk not in (None, "crop"):
+        try:
+            chunk = float(chunk)
+        except ValueError:
+            raise SystemExit(f"--chunk-seconds: expected seconds or 'crop', got {chunk!r}") from None
+    out = export(args.run, args.out, args.pooling, args.encoder, chunk)
     print(f"exported encoder to {out}")
     return 0
 
@@ -171,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--encoder", choices=["target", "context", "ema", "online"],
         help="audiojepa: the EMA target encoder (default) or the context encoder; other methods: the weight "
         "average (default when the run kept one, optim.ema_decay > 0) or the online weights",
+    )
+    p.add_argument(
+        "--chunk-seconds", metavar="S|crop",
+        help="inference chunk length in seconds, or 'crop' for the training crop (default: the run's "
+        "frontend.chunk_seconds)",
     )
     p.set_defaults(fn=cmd_export)
 

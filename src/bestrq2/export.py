@@ -82,12 +82,19 @@ def build_from_checkpoint(
     return enc, cfg
 
 
-def export(run: str | Path, out: str | Path, pooling: str = "mean", which: str | None = None) -> Path:
+def export(
+    run: str | Path, out: str | Path, pooling: str = "mean", which: str | None = None,
+    chunk_seconds: float | str | None = None,
+) -> Path:  # fmt: skip
     """Write ``out/config.json`` and ``out/model.safetensors`` from a run folder or checkpoint file.
 
     ``pooling`` says how the exported ViT pools the tokens of a time step over frequency (a Conformer
-    has no frequency axis); ``which`` picks audiojepa's target (default) or context encoder."""
+    has no frequency axis); ``which`` picks audiojepa's target (default) or context encoder;
+    ``chunk_seconds`` sets the inference chunk (default: the run's ``frontend.chunk_seconds``; 'crop':
+    the training crop, so the encoder never sees a longer sequence than in pretraining)."""
     ckpt = load_checkpoint(run)
+    if chunk_seconds is not None:
+        ckpt = dict(ckpt, config=_with_chunk(ckpt["config"], chunk_seconds))
     enc, cfg = build_from_checkpoint(ckpt, pooling, which)
     arch = arch_of(cfg)
     out = Path(out)
@@ -113,6 +120,12 @@ def export(run: str | Path, out: str | Path, pooling: str = "mean", which: str |
     save_file(state, str(out / "model.safetensors"), metadata={"format": FORMAT})
     (out / "config.json").write_text(json.dumps(meta, indent=2))
     return out
+
+
+def _with_chunk(config: dict[str, Any], chunk_seconds: float | str) -> dict[str, Any]:
+    cfg = Config.from_dict(config)
+    cfg.frontend.chunk_seconds = cfg.data.crop_seconds if chunk_seconds == "crop" else float(chunk_seconds)
+    return cfg.validate().to_dict()
 
 
 def load_encoder(

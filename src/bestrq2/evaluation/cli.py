@@ -96,6 +96,30 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collapse(args: argparse.Namespace) -> int:
+    import json
+
+    from bestrq2.evaluation.collapse import latent_predictability
+
+    reports = [latent_predictability(r, args.data, batches=args.batches) for r in args.run]
+    lines = [
+        "| run | step | positions | MSE: constant | position | clip mean | predictor | position R2 | target std | eff. rank |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        m = r["mse"]
+        lines.append(
+            f"| {r['run']} | {r['step']} | {r['positions']} | {m['const']:.3f} | {m['position']:.3f} | {m['clip']:.3f} "
+            f"| {m['predictor']:.3f} | {r['position_r2']:.3f} | {r['target_std']:.3f} | {r['target_effective_rank']:.1f} |"
+        )
+    print("\n".join(lines))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(reports, indent=1))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from bestrq2.evaluation.report import compare_markdown, load_results, write_comparison
 
@@ -162,6 +186,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     _add_run_args(p)
     p.set_defaults(fn=cmd_diagnose)
+
+    p = sub.add_parser(
+        "collapse",
+        help="Audio-JEPA: can the latent targets be predicted without context (constant / position / clip mean)?",
+        description="On training crops of DATA, masked as in training: the loss (per-element MSE) of predicting "
+        "each masked target by the mean target, by one mean per position, by the mean of the crop's visible "
+        "targets, and by the run's predictor; the share of target variance position explains; target spread "
+        "and effective rank. Means are fitted on half the crops and scored on the other half.",
+    )
+    p.add_argument("run", nargs="+", help="audiojepa run folder or checkpoint")
+    p.add_argument("--data", required=True, help="audio folder or manifest (the run's training data)")
+    p.add_argument("--batches", type=int, default=8, help="training-size batches of crops (default 8)")
+    p.add_argument("--out", help="also write the reports to this JSON file")
+    p.set_defaults(fn=cmd_collapse)
 
     p = sub.add_parser("compare", help="one table and chart across several evaluation results")
     p.add_argument(
