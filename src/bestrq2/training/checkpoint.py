@@ -1,8 +1,14 @@
-"""Training checkpoints: atomic writes, full state (model, optimiser, schedule, RNG, data position)."""
+"""Training checkpoints: atomic writes, full state (model, optimiser, schedule, RNG, data position).
+
+A checkpoint holds only tensors and plain containers (dict, list, tuple, str, int, float, bool, None),
+and is loaded with ``torch.load(weights_only=True)``: loading a checkpoint never runs code from it. One
+holding any other object is refused with :class:`UnsafeCheckpointError`, which names the objects.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -12,6 +18,10 @@ import numpy as np
 import torch
 
 CKPT_NAME = "last.pt"
+
+
+class UnsafeCheckpointError(ValueError):
+    """The file holds objects that only a full unpickler can build (and that could run code)."""
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
@@ -36,11 +46,13 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 def rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": random.getstate(),  # (version, tuple of ints, gauss or None): plain containers
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
         "torch": torch.get_rng_state(),
-    }
+    }  # fmt: skip
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -48,7 +60,10 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    if isinstance(n, dict):
+        n = (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    np.random.set_state(n)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -60,4 +75,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = checkpoint_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    # checkpoints written before this format kept numpy's RNG state as an array: allow exactly the numpy
+    # array types (data, no code), nothing else
+    multiarray = (np._core if hasattr(np, "_core") else np.core).multiarray
+    legacy = [np.dtype, np.ndarray, type(np.dtype(np.uint32)), multiarray._reconstruct]
+    try:
+        with torch.serialization.safe_globals(legacy):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        try:
+            found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # not a zip checkpoint at all
+            found = []
+        what = f" ({', '.join(found)})" if found else ""
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it holds objects other than tensors and plain containers{what}, and "
+            "unpickling them could run code. bestrq2 checkpoints never do; if you wrote this file yourself "
+            f"and trust it, convert it with torch.load(weights_only=False) and save plain state. ({e.__class__.__name__})"
+        ) from None

@@ -1,0 +1,68 @@
+"""Checkpoints load with weights_only: a file whose pickle would run code is refused, not executed."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bestrq2.export import export, load_encoder
+from bestrq2.training.checkpoint import (
+    UnsafeCheckpointError,
+    atomic_save,
+    checkpoint_path,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
+
+
+class _Payload:
+    """Unpickling this creates a file: what a hostile checkpoint would do."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_hostile_checkpoint_is_refused_and_runs_nothing(tmp_path, micro_export):
+    run = micro_export.parent / "run"
+    ckpt = torch.load(checkpoint_path(run), weights_only=True)
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "bad" / "checkpoints" / "last.pt"
+    atomic_save(dict(ckpt, extra=_Payload(str(marker))), bad)
+    for load in (lambda: load_checkpoint(bad), lambda: export(bad.parent.parent, tmp_path / "out"),
+                 lambda: load_encoder(bad.parent.parent)):  # fmt: skip
+        with pytest.raises(UnsafeCheckpointError, match="refusing to load .*system"):
+            load()
+    assert not marker.exists()
+
+
+def test_checkpoints_hold_plain_state_only(micro_export):
+    path = checkpoint_path(micro_export.parent / "run")
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
+    torch.load(path, weights_only=True)  # the strict loader, no allow-list
+
+
+def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
+    state = rng_state()
+    atomic_save({"rng": state}, tmp_path / "c.pt")
+    first = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == first
+
+
+def test_legacy_numpy_rng_state_still_loads(tmp_path):
+    """Checkpoints written before the plain format kept numpy's state as an array: allowed, nothing else."""
+    atomic_save({"rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}},
+                tmp_path / "old.pt")  # fmt: skip
+    state = load_checkpoint(tmp_path / "old.pt")["rng"]
+    set_rng_state(state)
+    a = np.random.rand()
+    set_rng_state(state)
+    assert np.random.rand() == a
