@@ -158,3 +158,18 @@ def test_sigterm_to_the_whole_job_saves_a_checkpoint(real_corpus, tmp_path):
     step = load_checkpoint(run)["step"]
     assert step >= 3
     assert len(read_log(run)) == step
+
+
+def test_resume_without_data_uses_the_recorded_source(real_corpus, tmp_path, monkeypatch):
+    from bestrq2.training.loop import pretrain, recorded_data
+
+    run = tmp_path / "run"
+    pretrain(micro_config(train__max_steps=4), real_corpus, run, stop_after=2, progress=False, tensorboard=False)
+    assert recorded_data(run) == str(real_corpus.resolve())
+    assert load_checkpoint(run)["step"] == 2
+    monkeypatch.chdir(tmp_path)  # no demo corpus here: only the recorded source can be used
+    monkeypatch.delenv("BESTRQ2_DATA", raising=False)
+    assert cli_main(["pretrain", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert load_checkpoint(run)["step"] == 4
+    with pytest.raises(FileNotFoundError, match="records no data source"):
+        recorded_data(tmp_path)

@@ -51,7 +51,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from bestrq2.training.loop import pretrain
 
     cfg = _config_from_args(args)
-    data = args.data or _default_data()
+    from bestrq2.training.loop import DATA_FILE
+
+    resumable = args.resume and (Path(args.out) / DATA_FILE).is_file()
+    data = args.data or (None if resumable else _default_data())  # None: the source the run recorded
     result = pretrain(
         cfg, data, args.out, resume=args.resume, stop_after=args.stop_after, device=args.device,
         progress=not args.no_progress, probe_factory=OnlineProbe.from_config,
@@ -155,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pretrain", help="pretrain an encoder on a folder (or manifest) of audio")
-    p.add_argument("--data", help="audio folder (recursive) or manifest (.jsonl / .txt); default: the demo corpus")
+    p.add_argument("--data", help="audio folder (recursive) or manifest (.jsonl / .txt); default: the demo corpus, "
+                   "or with --resume the data the run was started on")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, config.json)")
     p.add_argument("--method", help="bestrq2 (default), bestrq-vit, bestrq-conformer or audiojepa")
     p.add_argument("--max-steps", type=int, help="optimiser steps; 0 writes a random-init checkpoint")

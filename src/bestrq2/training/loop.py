@@ -109,9 +109,33 @@ def _workers_stopped(batches: object) -> Iterator[None]:
                 w.kill()
 
 
+DATA_FILE = "data.json"
+
+
+def recorded_data(run_dir: str | Path) -> str:
+    """The data source a run was started on (``RUN/data.json``), for resuming without ``--data``."""
+    f = Path(run_dir) / DATA_FILE
+    if not f.is_file():
+        raise FileNotFoundError(f"{run_dir} records no data source ({DATA_FILE}): pass --data")
+    return json.loads(f.read_text())["source"]
+
+
+def _record_data(run_dir: Path, data: Path, info: DistInfo) -> None:
+    if not info.is_main:
+        return
+    source = str(data.resolve()) if data.exists() else str(data)  # shard URLs stay as given
+    f = run_dir / DATA_FILE
+    if f.is_file() and (old := json.loads(f.read_text())["source"]) != source:
+        print(f"note: {run_dir} was started on {old}; continuing on {source}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"source": source}, indent=1))
+    tmp.replace(f)
+
+
 def pretrain(
     cfg: Config,
-    data: str | Path,
+    data: str | Path | None,
     run_dir: str | Path,
     resume: bool = False,
     stop_after: int | None = None,
@@ -121,10 +145,13 @@ def pretrain(
     probe_factory: ProbeFactory | None = None,
 ) -> TrainResult:
     """Pretrain ``cfg.method`` on the audio in ``data``; write checkpoints and logs to ``run_dir``.
+    ``data=None`` resumes on the source the run recorded (``RUN/data.json``).
 
     ``probe_factory(cfg)`` builds the online probe that ``train.probe_every`` / ``train.probe_suite`` ask
     for (``bestrq2.evaluation.online.OnlineProbe.from_config``; the ``bestrq2 pretrain`` command passes
     it: training does not import the evaluation package)."""
+    if data is None:
+        data = recorded_data(run_dir)
     info = init_distributed(device)
     finished = False
     try:
@@ -180,6 +207,7 @@ def _set_up(cfg: Config, data: Path, run_dir: Path, resume: bool, info: DistInfo
         files, shards = [], on_main(lambda: counted_shards(str(data)), info)
     else:
         files, shards = on_main(lambda: list_audio(data, cfg.data.extensions), info), []
+    _record_data(run_dir, data, info)
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     core = build_objective(cfg).to(info.device)
