@@ -72,8 +72,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             chunk = float(chunk)
         except ValueError:
             raise SystemExit(f"--chunk-seconds: expected seconds or 'crop', got {chunk!r}") from None
-    out = export(args.run, args.out, args.pooling, args.encoder, chunk)
-    print(f"exported encoder to {out}")
+    out = export(args.run, args.out, args.pooling, args.encoder, chunk, onnx=args.onnx)
+    print(f"exported encoder to {out}" + (" (and model.onnx)" if args.onnx else ""))
     return 0
 
 
@@ -186,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk-seconds", metavar="S|crop",
         help="inference chunk length in seconds, or 'crop' for the training crop (default: the run's "
         "frontend.chunk_seconds)",
+    )
+    p.add_argument(
+        "--onnx", action="store_true",
+        help="also write model.onnx: wav [B, T] float32 + lengths [B] int64 -> frames [B, T', D], frontend "
+        "included, dynamic batch and length (needs onnx + onnxscript: pip install 'bestrq2[onnx]')",
     )
     p.set_defaults(fn=cmd_export)
 

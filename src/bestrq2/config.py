@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -85,7 +84,7 @@ class FrontendConfig:
 
     def time_patches(self, num_samples: int) -> int:
         """Time steps of the token grid for ``num_samples`` of audio (ceil: nothing dropped)."""
-        return max(1, math.ceil(num_samples / self.samples_per_token))
+        return max(1, (num_samples + self.samples_per_token - 1) // self.samples_per_token)  # integer ceil
 
     def validate(self) -> None:
         _check(self.sample_rate > 0, "frontend.sample_rate must be positive")

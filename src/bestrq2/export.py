@@ -84,14 +84,20 @@ def build_from_checkpoint(
 
 def export(
     run: str | Path, out: str | Path, pooling: str = "mean", which: str | None = None,
-    chunk_seconds: float | str | None = None,
+    chunk_seconds: float | str | None = None, onnx: bool = False,
 ) -> Path:  # fmt: skip
     """Write ``out/config.json`` and ``out/model.safetensors`` from a run folder or checkpoint file.
 
     ``pooling`` says how the exported ViT pools the tokens of a time step over frequency (a Conformer
     has no frequency axis); ``which`` picks audiojepa's target (default) or context encoder;
     ``chunk_seconds`` sets the inference chunk (default: the run's ``frontend.chunk_seconds``; 'crop':
-    the training crop, so the encoder never sees a longer sequence than in pretraining)."""
+    the training crop, so the encoder never sees a longer sequence than in pretraining); ``onnx`` also
+    writes ``out/model.onnx`` (waveform [B, T] + lengths [B] -> frames [B, T', D], frontend included;
+    see :mod:`bestrq2.onnx_export`)."""
+    if onnx:
+        from bestrq2.onnx_export import require_onnx
+
+        require_onnx()  # before anything is written
     ckpt = load_checkpoint(run)
     if chunk_seconds is not None:
         ckpt = dict(ckpt, config=_with_chunk(ckpt["config"], chunk_seconds))
@@ -118,6 +124,14 @@ def export(
     meta["exported_encoder"] = exported_weights(ckpt["model"], cfg, which)
     state = {k: v.detach().contiguous() for k, v in enc.state_dict().items()}
     save_file(state, str(out / "model.safetensors"), metadata={"format": FORMAT})
+    if onnx:
+        from bestrq2.onnx_export import OPSET, export_onnx
+
+        export_onnx(enc, out / "model.onnx")
+        meta["onnx"] = {
+            "file": "model.onnx", "opset": OPSET, "inputs": {"wav": "float32 [B, T]", "lengths": "int64 [B]"},
+            "outputs": {"frames": f"float32 [B, ceil(T / {cfg.frontend.samples_per_token}), {enc.output_dim}]"},
+        }  # fmt: skip
     (out / "config.json").write_text(json.dumps(meta, indent=2))
     return out
 

@@ -106,10 +106,8 @@ class Frontend(nn.Module):
         mel = self.logmel(wav)  # [B, F, frames]
         t_tok = cfg.time_patches(S)
         n_frames = t_tok * cfg.patch_time
-        if mel.shape[-1] >= n_frames:
-            mel = mel[..., :n_frames]
-        else:
-            mel = F.pad(mel, (0, n_frames - mel.shape[-1]), value=cfg.norm_mean)
+        # crop or pad to whole patches, without a branch on the length (traceable for ONNX)
+        mel = F.pad(mel, (0, torch.sym_max(0, n_frames - mel.shape[-1])), value=cfg.norm_mean)[..., :n_frames]
         # frames whose centre lies past the clip's end are padding
         frame_valid = (
             torch.arange(n_frames, device=wav.device)[None] * cfg.hop_length < lengths[:, None]

@@ -29,10 +29,9 @@ POOLINGS = ("mean", "concat")
 def split_chunks(wav: Tensor, lengths: Tensor, chunk: int) -> tuple[Tensor, Tensor, int]:
     """[B, T] audio -> [B * nc, S] pieces of at most ``chunk`` samples, their real lengths [B * nc], nc."""
     B, T = wav.shape
-    n_chunks = max(1, -(-T // chunk))
-    if n_chunks > 1:
-        wav = F.pad(wav, (0, n_chunks * chunk - T))
-    S = wav.shape[1] // n_chunks
+    n_chunks = torch.sym_max(1, (T + chunk - 1) // chunk)
+    S = torch.sym_min(T, chunk)  # one piece: the clip itself, unpadded; several: chunk-sized pieces
+    wav = F.pad(wav, (0, n_chunks * S - T))  # no branch on T: traceable with a symbolic length (ONNX)
     pieces = wav.reshape(B * n_chunks, S)  # [B * nc, S]
     starts = torch.arange(n_chunks, device=wav.device) * S
     piece_len = (lengths[:, None] - starts[None]).clamp(min=0, max=S).reshape(-1)  # [B * nc]
@@ -48,7 +47,17 @@ def batch_with_lengths(wav: Tensor, lengths: Tensor | None) -> tuple[Tensor, Ten
     return wav, lengths
 
 
+def _frames_for(num_samples: int, samples_per_token: int) -> int:
+    """Output frames for a [B, num_samples] batch, in plain integers (traceable with symbolic shapes;
+    non-negative operands only: ONNX's integer division truncates)."""
+    return torch.sym_max(1, (num_samples + samples_per_token - 1) // samples_per_token)
+
+
 class BestRQ2Encoder(nn.Module):
+    always_mask = False
+    """Pass the padding mask to attention even when no chunk is padded (no data-dependent branch: the
+    ONNX export sets it; the frames are the same)."""
+
     def __init__(self, frontend: FrontendConfig, encoder: EncoderConfig, pooling: str = "mean"):
         super().__init__()
         if pooling not in POOLINGS:
@@ -88,11 +97,13 @@ class BestRQ2Encoder(nn.Module):
     def _run(self, wav: Tensor, lengths: Tensor | None, layer: int | None, all_layers: bool) -> list[Tensor]:
         wav, lengths = batch_with_lengths(wav, lengths)
         B, T = wav.shape
-        n_out = int(self.output_lengths(torch.tensor(T)))
+        n_out = _frames_for(T, self.frontend_cfg.samples_per_token)
         pieces, piece_len, n_chunks = split_chunks(wav, lengths, self.chunk_samples)
         feats = self.frontend(pieces, piece_len)
         fb, tb = feats["grid"]
-        padding = feats["padding"] if bool(feats["padding"].any()) else None  # full chunks: unmasked attention
+        padding = feats["padding"]
+        if not self.always_mask and not bool(padding.any()):
+            padding = None  # full chunks: unmasked attention (fused kernels)
         if all_layers:
             outputs = self.encoder.all_layers(feats["patches"], feats["grid"], padding=padding)
         elif layer is None:
@@ -137,7 +148,7 @@ class ConformerEncoder(nn.Module):
             raise ValueError("ConformerEncoder returns the final layer only")
         wav, lengths = batch_with_lengths(wav, lengths)
         B, T = wav.shape
-        n_out = int(self.output_lengths(torch.tensor(T)))
+        n_out = _frames_for(T, self.frame_cfg.samples_per_token)
         pieces, piece_len, n_chunks = split_chunks(wav, lengths, self.chunk_samples)
         feats = self.frontend(pieces, piece_len)
         fe = self.frame_cfg

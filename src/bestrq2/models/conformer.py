@@ -103,6 +103,9 @@ class ConformerBlock(nn.Module):
 
 
 class Conformer(nn.Module):
+    always_mask = False
+    """Pass the padding mask even when nothing is padded (no data-dependent branch: set for ONNX export)."""
+
     def __init__(self, cfg: EncoderConfig, conformer: ConformerConfig, n_mels: int):
         super().__init__()
         self.cfg, self.conformer_cfg = cfg, conformer
@@ -121,7 +124,7 @@ class Conformer(nn.Module):
         B, T, _ = x.shape
         cos, sin = rope_2d((1, T), self.width // self.cfg.heads, x.device)  # [T', hd]: rotates with time
         rope = (cos[None].expand(B, -1, -1), sin[None].expand(B, -1, -1))
-        if padding is not None and not bool(padding.any()):
+        if padding is not None and not self.always_mask and not bool(padding.any()):
             padding = None
         attn_mask = key_padding_mask(padding)
         for blk in self.blocks:
