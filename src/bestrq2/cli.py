@@ -77,6 +77,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card(args: argparse.Namespace) -> int:
+    from bestrq2.hub import write_card
+
+    print(f"wrote {write_card(args.export, args.results, args.name)}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from bestrq2.hub import push_to_hub
+
+    url = push_to_hub(args.export, args.repo, args.results, private=args.private or None)
+    print(f"pushed {args.export} to {args.repo}: {url}")
+    return 0
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from bestrq2.embed import embed_files
 
@@ -193,6 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
         "included, dynamic batch and length (needs onnx + onnxscript: pip install 'bestrq2[onnx]')",
     )
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("card", help="(re)write an export's model card README.md, with an evaluation table")
+    p.add_argument("export", help="export folder")
+    p.add_argument("--results", help="results folder or results.json from `bestrq2 evaluate`")
+    p.add_argument("--name", help="title (e.g. the hub id)")
+    p.set_defaults(fn=cmd_card)
+
+    p = sub.add_parser("push", help="upload an export folder to the Hugging Face hub (needs huggingface_hub)")
+    p.add_argument("export", help="export folder")
+    p.add_argument("--repo", required=True, help="hub id, org/name")
+    p.add_argument("--results", help="results folder or results.json from `bestrq2 evaluate`, for the model card")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.set_defaults(fn=cmd_push)
 
     p = sub.add_parser("embed", help="embed audio files with an exported encoder")
     p.add_argument("model", help="export folder")

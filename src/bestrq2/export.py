@@ -8,6 +8,7 @@ heads or quantizer. ``load_encoder`` rebuilds the module from that folder alone.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from bestrq2 import __version__
 from bestrq2.config import Config, ConformerConfig, EncoderConfig, FrontendConfig, _from_dict
+from bestrq2.hub import write_card
 from bestrq2.inference import BestRQ2Encoder, ConformerEncoder
 from bestrq2.training.checkpoint import checkpoint_path, load_checkpoint
 
@@ -102,27 +104,47 @@ def export(
     if chunk_seconds is not None:
         ckpt = dict(ckpt, config=_with_chunk(ckpt["config"], chunk_seconds))
     enc, cfg = build_from_checkpoint(ckpt, pooling, which)
-    arch = arch_of(cfg)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": FORMAT,
-        "arch": arch,
+        "arch": arch_of(cfg),
         "bestrq2_version": __version__,
         "method": cfg.method,
         "preset": cfg.preset,
         "step": int(ckpt["step"]),
+        "exported_encoder": exported_weights(ckpt["model"], cfg, which),
+    }
+    out = save_encoder(enc, out, meta, onnx=onnx)
+    write_card(out)  # README.md: the hub layout's model card
+    return out
+
+
+def encoder_meta(enc: BestRQ2Encoder | ConformerEncoder, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config.json of an export: everything :func:`load_encoder` needs to rebuild ``enc``, plus provenance
+    (method, preset, step, ...) kept from ``provenance``."""
+    meta = {"format": FORMAT, "bestrq2_version": __version__} | dict(provenance or {})
+    meta |= {
+        "arch": "conformer" if isinstance(enc, ConformerEncoder) else "vit",
         "sampling_rate": enc.sampling_rate,
         "output_dim": enc.output_dim,
         "pooling": enc.pooling,
         "hop_size_in_ms": enc.hop_size_in_ms,
-        "frontend": cfg.to_dict()["frontend"],
-        "encoder": cfg.to_dict()["encoder"],
+        "frontend": asdict(enc.frontend_cfg),
+        "encoder": asdict(enc.encoder_cfg),
     }
-    if arch == "conformer":
-        meta["conformer"] = cfg.to_dict()["conformer"]
-    meta["exported_encoder"] = exported_weights(ckpt["model"], cfg, which)
-    state = {k: v.detach().contiguous() for k, v in enc.state_dict().items()}
+    if isinstance(enc, ConformerEncoder):
+        meta["conformer"] = asdict(enc.conformer_cfg)
+    meta.pop("onnx", None)  # rewritten below when model.onnx is written again
+    return meta
+
+
+def save_encoder(
+    enc: BestRQ2Encoder | ConformerEncoder, out: str | Path, provenance: dict[str, Any] | None = None, onnx: bool = False
+) -> Path:
+    """Write ``enc`` as an export folder: ``config.json`` + ``model.safetensors`` (+ ``model.onnx``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = encoder_meta(enc, provenance)
+    state = {k: v.detach().cpu().contiguous() for k, v in enc.state_dict().items()}
     save_file(state, str(out / "model.safetensors"), metadata={"format": FORMAT})
     if onnx:
         from bestrq2.onnx_export import OPSET, export_onnx
@@ -130,9 +152,10 @@ def export(
         export_onnx(enc, out / "model.onnx")
         meta["onnx"] = {
             "file": "model.onnx", "opset": OPSET, "inputs": {"wav": "float32 [B, T]", "lengths": "int64 [B]"},
-            "outputs": {"frames": f"float32 [B, ceil(T / {cfg.frontend.samples_per_token}), {enc.output_dim}]"},
+            "outputs": {"frames": f"float32 [B, ceil(T / {enc.frontend_cfg.samples_per_token}), {enc.output_dim}]"},
         }  # fmt: skip
     (out / "config.json").write_text(json.dumps(meta, indent=2))
+    enc.export_meta = meta
     return out
 
 
@@ -143,12 +166,16 @@ def _with_chunk(config: dict[str, Any], chunk_seconds: float | str) -> dict[str,
 
 
 def load_encoder(
-    path: str | Path, device: str | torch.device = "cpu", pooling: str | None = None
+    path: str | Path, device: str | torch.device = "cpu", pooling: str | None = None, revision: str | None = None
 ) -> BestRQ2Encoder | ConformerEncoder:
-    """Load an exported encoder folder (or, for convenience, a run folder / checkpoint file).
+    """Load an exported encoder folder, a Hugging Face hub id (``"org/name"``, through the HF cache; see
+    :mod:`bestrq2.hub`), or, for convenience, a run folder / checkpoint file.
 
-    ``pooling`` overrides the export's frequency pooling ('mean' or 'concat')."""
-    path = Path(path)
+    ``pooling`` overrides the export's frequency pooling ('mean' or 'concat'); ``revision`` picks a hub
+    branch, tag or commit."""
+    from bestrq2.hub import resolve
+
+    path = resolve(path, revision=revision)
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         meta = json.loads((path / "config.json").read_text())
         if meta.get("format") != FORMAT:
@@ -159,6 +186,7 @@ def load_encoder(
         arch = meta.get("arch", "vit")
         enc = inference_encoder(arch, frontend, encoder_cfg, conformer, pooling or meta.get("pooling", "mean"))
         enc.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+        enc.export_meta = meta
     elif path.is_file() or checkpoint_path(path).is_file():
         enc, _ = build_from_checkpoint(load_checkpoint(path), pooling or "mean")
     else:

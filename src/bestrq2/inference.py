@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from bestrq2.config import ConformerConfig, EncoderConfig, FrontendConfig
 from bestrq2.frontend import Frontend, unpatchify
+from bestrq2.hub import HubMixin
 from bestrq2.models.conformer import Conformer, frame_frontend
 from bestrq2.models.encoder import ViTEncoder
 
@@ -53,7 +54,7 @@ def _frames_for(num_samples: int, samples_per_token: int) -> int:
     return torch.sym_max(1, (num_samples + samples_per_token - 1) // samples_per_token)
 
 
-class BestRQ2Encoder(nn.Module):
+class BestRQ2Encoder(nn.Module, HubMixin):
     always_mask = False
     """Pass the padding mask to attention even when no chunk is padded (no data-dependent branch: the
     ONNX export sets it; the frames are the same)."""
@@ -122,7 +123,7 @@ class BestRQ2Encoder(nn.Module):
         return tokens.reshape(B, n_chunks * tb, -1)  # [B, nc*tb, output_dim]
 
 
-class ConformerEncoder(nn.Module):
+class ConformerEncoder(nn.Module, HubMixin):
     """Frame-based Conformer (``bestrq-conformer``): wav [B, T] -> [B, T', D], one frame per
     ``subsample`` mel frames; the same chunking and padding rules as :class:`BestRQ2Encoder`."""
 
