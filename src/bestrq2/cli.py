@@ -77,6 +77,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from bestrq2.convert import ConversionError, convert
+
+    try:
+        out = convert(
+            args.src, args.out, method=args.method, encoder=args.encoder, heads=args.heads, pooling=args.pooling,
+            sample_rate=args.sample_rate, hop_length=args.hop_length, f_min=args.f_min, f_max=args.f_max,
+        )  # fmt: skip
+    except ConversionError as e:
+        raise SystemExit(f"bestrq2 convert: {e}") from None
+    print(f"converted {args.src} to {out}")
+    return 0
+
+
 def cmd_card(args: argparse.Namespace) -> int:
     from bestrq2.hub import write_card
 
@@ -208,6 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
         "included, dynamic batch and length (needs onnx + onnxscript: pip install 'bestrq2[onnx]')",
     )
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("convert", help="convert the authors' BEST-RQ-2 / BEST-RQ ViT / Audio-JEPA checkpoint to an export")
+    p.add_argument("src", help="their Lightning .ckpt or the tensor-only .safetensors beside it")
+    p.add_argument("--out", required=True, help="export folder")
+    p.add_argument("--method", choices=["bestrq2", "bestrq-vit", "audiojepa"], help="default: detected from the keys")
+    p.add_argument("--encoder", choices=["encoder", "student", "teacher"],
+                   help="audiojepa: student (default, as their X-ARES wrapper) or teacher (EMA)")  # fmt: skip
+    p.add_argument("--heads", type=int, help="attention heads (default: width / 64, as every published size)")
+    p.add_argument("--pooling", default="mean", choices=["mean", "concat"])
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--hop-length", type=int, default=625)
+    p.add_argument("--f-min", type=float, default=0.0)
+    p.add_argument("--f-max", type=float, default=8000.0)
+    p.set_defaults(fn=cmd_convert)
 
     p = sub.add_parser("card", help="(re)write an export's model card README.md, with an evaluation table")
     p.add_argument("export", help="export folder")

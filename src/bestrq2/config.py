@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 PositionKind = Literal["sincos", "rope"]
+SincosLayout = Literal["axes", "timm"]
 NormKind = Literal["layernorm", "rmsnorm"]
 MlpKind = Literal["gelu", "swiglu"]
 QuantizerNorm = Literal["none", "patch", "global"]
@@ -119,6 +120,10 @@ class EncoderConfig:
     """'sincos': fixed sin-cos added to tokens; 'rope': rotary on q and k. Both are 2-D over (mel block,
     time block), or 1-D over time when the patches are full-band (frontend.patch_freq == n_mels).
     The predictor uses the same kind."""
+    sincos_layout: SincosLayout = "axes"
+    """Channel order of the 2-D sin-cos table: 'axes' = [sin f, cos f, sin t, cos t]; 'timm' = [sin f,
+    sin t, cos f, cos t], the order of timm's build_sincos2d_pos_embed, which the authors' checkpoints
+    use (``bestrq2 convert`` sets it). Same frequencies either way."""
     norm: NormKind = "layernorm"
     """Normalisation in the blocks and at the output: 'layernorm' or 'rmsnorm' (the predictor follows)."""
     mlp: MlpKind = "gelu"
@@ -135,6 +140,7 @@ class EncoderConfig:
         _check(self.depth >= 1, "encoder.depth must be >= 1")
         _check(0.0 <= self.drop_path < 1.0, "encoder.drop_path must be in [0, 1)")
         _check(self.width % 4 == 0, "encoder.width must be a multiple of 4 (2-D positions)")
+        _check(self.sincos_layout in ("axes", "timm"), "encoder.sincos_layout must be 'axes' or 'timm'")
         if self.positions == "rope":
             _check((self.width // self.heads) % 4 == 0, "rope needs a head dim divisible by 4")
 

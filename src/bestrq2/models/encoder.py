@@ -55,7 +55,7 @@ class ViTEncoder(nn.Module):
         x = self.patch_embed(patches)  # [B, L, D]
         rope = None
         if self.cfg.positions == "sincos":
-            x = x + gather_tokens(sincos_2d(grid, self.width, x.device), ids, B).to(x.dtype)
+            x = x + gather_tokens(sincos_2d(grid, self.width, x.device, self.cfg.sincos_layout), ids, B).to(x.dtype)
         else:
             cos, sin = rope_2d(grid, self.width // self.cfg.heads, x.device)  # [N, hd]
             rope = (gather_tokens(cos, ids, B), gather_tokens(sin, ids, B))

@@ -28,13 +28,18 @@ def _sincos_1d(pos: Tensor, dim: int, base: float = 10000.0) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-def sincos_2d(grid: tuple[int, int], dim: int, device: torch.device | str | None = None) -> Tensor:
-    """Fixed sin-cos embedding [N, dim]: first half encodes frequency, second half time; with one
-    frequency row (full-band patches) all of ``dim`` encodes time (1-D)."""
+def sincos_2d(grid: tuple[int, int], dim: int, device: torch.device | str | None = None, layout: str = "axes") -> Tensor:
+    """Fixed sin-cos embedding [N, dim]: first half encodes frequency, second half time ('axes':
+    [sin f, cos f, sin t, cos t]; 'timm': [sin f, sin t, cos f, cos t], timm's order, as in the authors'
+    checkpoints); with one frequency row (full-band patches) all of ``dim`` encodes time (1-D)."""
     coords = grid_coords(grid, device)  # [N, 2]
     if grid[0] == 1:
         return _sincos_1d(coords[:, 1], dim)
-    return torch.cat([_sincos_1d(coords[:, 0], dim // 2), _sincos_1d(coords[:, 1], dim // 2)], dim=-1)
+    f, t = _sincos_1d(coords[:, 0], dim // 2), _sincos_1d(coords[:, 1], dim // 2)  # [N, dim / 2] each: sin | cos
+    if layout == "timm":
+        q = dim // 4
+        return torch.cat([f[:, :q], t[:, :q], f[:, q:], t[:, q:]], dim=-1)
+    return torch.cat([f, t], dim=-1)
 
 
 def rope_2d(grid: tuple[int, int], head_dim: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
