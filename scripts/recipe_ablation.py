@@ -49,6 +49,10 @@ RECIPE = M80 + ["encoder.positions=rope"]  # the tiny preset's recipe (= m80rope
 # one option at a time on top of the recipe
 VARIANTS |= {
     "r+block2x": RECIPE + ["encoder.norm=rmsnorm", "encoder.mlp=swiglu", "encoder.qk_norm=true"],
+    # block2x taken apart: which of its three changes carries its gain
+    "r+rmsnorm": RECIPE + ["encoder.norm=rmsnorm"],
+    "r+swiglu": RECIPE + ["encoder.mlp=swiglu"],
+    "r+qknorm": RECIPE + ["encoder.qk_norm=true"],
     "r+timespan2": RECIPE + ["mask.kind=time", "mask.span=2"],
     "r+energycrop": RECIPE + ["data.crop_attempts=4"],
     "r+globaltargets": RECIPE + ["quantizer.norm=global"],
