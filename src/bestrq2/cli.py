@@ -72,7 +72,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             chunk = float(chunk)
         except ValueError:
             raise SystemExit(f"--chunk-seconds: expected seconds or 'crop', got {chunk!r}") from None
-    out = export(args.run, args.out, args.pooling, args.encoder, chunk, onnx=args.onnx)
+    out = export(args.run, args.out, args.pooling, args.encoder, chunk, onnx=args.onnx, dtype=args.dtype)
     print(f"exported encoder to {out}" + (" (and model.onnx)" if args.onnx else ""))
     return 0
 
@@ -220,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--onnx", action="store_true",
         help="also write model.onnx: wav [B, T] float32 + lengths [B] int64 -> frames [B, T', D], frontend "
         "included, dynamic batch and length (needs onnx + onnxscript: pip install 'bestrq2[onnx]')",
+    )
+    p.add_argument(
+        "--dtype", default="fp32", choices=["fp32", "bf16", "int8"],
+        help="inference arithmetic load_encoder applies (weights stay fp32): bf16 autocast or dynamic int8 linear "
+        "layers in the encoder, the frontend in fp32; falls back to fp32 with a warning where unsupported",
     )
     p.set_defaults(fn=cmd_export)
 

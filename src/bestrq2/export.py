@@ -86,7 +86,7 @@ def build_from_checkpoint(
 
 def export(
     run: str | Path, out: str | Path, pooling: str = "mean", which: str | None = None,
-    chunk_seconds: float | str | None = None, onnx: bool = False,
+    chunk_seconds: float | str | None = None, onnx: bool = False, dtype: str = "fp32",
 ) -> Path:  # fmt: skip
     """Write ``out/config.json`` and ``out/model.safetensors`` from a run folder or checkpoint file.
 
@@ -95,7 +95,12 @@ def export(
     ``chunk_seconds`` sets the inference chunk (default: the run's ``frontend.chunk_seconds``; 'crop':
     the training crop, so the encoder never sees a longer sequence than in pretraining); ``onnx`` also
     writes ``out/model.onnx`` (waveform [B, T] + lengths [B] -> frames [B, T', D], frontend included;
-    see :mod:`bestrq2.onnx_export`)."""
+    see :mod:`bestrq2.onnx_export`); ``dtype`` ('fp32', 'bf16', 'int8') is recorded as the export's
+    ``inference_dtype``, which :func:`load_encoder` applies (weights stay fp32; see :mod:`bestrq2.precision`)."""
+    from bestrq2.precision import DTYPES
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if onnx:
         from bestrq2.onnx_export import require_onnx
 
@@ -112,6 +117,7 @@ def export(
         "preset": cfg.preset,
         "step": int(ckpt["step"]),
         "exported_encoder": exported_weights(ckpt["model"], cfg, which),
+        "inference_dtype": dtype,
     }
     out = save_encoder(enc, out, meta, onnx=onnx)
     write_card(out)  # README.md: the hub layout's model card
@@ -141,6 +147,8 @@ def save_encoder(
     enc: BestRQ2Encoder | ConformerEncoder, out: str | Path, provenance: dict[str, Any] | None = None, onnx: bool = False
 ) -> Path:
     """Write ``enc`` as an export folder: ``config.json`` + ``model.safetensors`` (+ ``model.onnx``)."""
+    if getattr(enc, "compute_dtype", "fp32") == "int8":
+        raise ValueError("an int8 encoder cannot be saved: save the fp32 one with inference_dtype='int8' in its provenance")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta = encoder_meta(enc, provenance)
@@ -166,14 +174,16 @@ def _with_chunk(config: dict[str, Any], chunk_seconds: float | str) -> dict[str,
 
 
 def load_encoder(
-    path: str | Path, device: str | torch.device = "cpu", pooling: str | None = None, revision: str | None = None
+    path: str | Path, device: str | torch.device = "cpu", pooling: str | None = None, revision: str | None = None,
+    dtype: str | None = None,
 ) -> BestRQ2Encoder | ConformerEncoder:
     """Load an exported encoder folder, a Hugging Face hub id (``"org/name"``, through the HF cache; see
     :mod:`bestrq2.hub`), or, for convenience, a run folder / checkpoint file.
 
     ``pooling`` overrides the export's frequency pooling ('mean' or 'concat'); ``revision`` picks a hub
-    branch, tag or commit."""
+    branch, tag or commit; ``dtype`` ('fp32', 'bf16', 'int8') overrides the export's ``inference_dtype``."""
     from bestrq2.hub import resolve
+    from bestrq2.precision import set_inference_dtype
 
     path = resolve(path, revision=revision)
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
@@ -191,4 +201,5 @@ def load_encoder(
         enc, _ = build_from_checkpoint(load_checkpoint(path), pooling or "mean")
     else:
         raise FileNotFoundError(f"{path} is neither an export folder (config.json + model.safetensors) nor a run")
-    return enc.to(device).eval()
+    enc = enc.to(device).eval()
+    return set_inference_dtype(enc, dtype or getattr(enc, "export_meta", {}).get("inference_dtype", "fp32"))

@@ -48,6 +48,11 @@ def batch_with_lengths(wav: Tensor, lengths: Tensor | None) -> tuple[Tensor, Ten
     return wav, lengths
 
 
+def _autocast(compute_dtype: str, device: torch.device) -> torch.autocast:
+    """bf16 autocast for the transformer when asked (the log-mel frontend turns it off for itself)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=compute_dtype == "bf16")
+
+
 def _frames_for(num_samples: int, samples_per_token: int) -> int:
     """Output frames for a [B, num_samples] batch, in plain integers (traceable with symbolic shapes;
     non-negative operands only: ONNX's integer division truncates)."""
@@ -55,6 +60,9 @@ def _frames_for(num_samples: int, samples_per_token: int) -> int:
 
 
 class BestRQ2Encoder(nn.Module, HubMixin):
+    compute_dtype = "fp32"
+    """'fp32', 'bf16' (autocast around the transformer) or 'int8' (dynamic int8 linear layers); the
+    frontend is always fp32. Set by :func:`bestrq2.precision.set_inference_dtype`."""
     always_mask = False
     """Pass the padding mask to attention even when no chunk is padded (no data-dependent branch: the
     ONNX export sets it; the frames are the same)."""
@@ -105,13 +113,16 @@ class BestRQ2Encoder(nn.Module, HubMixin):
         padding = feats["padding"]
         if not self.always_mask and not bool(padding.any()):
             padding = None  # full chunks: unmasked attention (fused kernels)
-        if all_layers:
-            outputs = self.encoder.all_layers(feats["patches"], feats["grid"], padding=padding)
-        elif layer is None:
-            outputs = [self.encoder(feats["patches"], feats["grid"], padding=padding)]  # [B*nc, fb*tb, D]
-        else:
-            _, outputs = self.encoder.forward_intermediates(feats["patches"], feats["grid"], padding=padding, layers=[layer])
-        return [self._pool(tokens, B, n_chunks, fb, tb)[:, :n_out] for tokens in outputs]
+        with _autocast(self.compute_dtype, wav.device):
+            if all_layers:
+                outputs = self.encoder.all_layers(feats["patches"], feats["grid"], padding=padding)
+            elif layer is None:
+                outputs = [self.encoder(feats["patches"], feats["grid"], padding=padding)]  # [B*nc, fb*tb, D]
+            else:
+                _, outputs = self.encoder.forward_intermediates(
+                    feats["patches"], feats["grid"], padding=padding, layers=[layer]
+                )
+        return [self._pool(tokens.float(), B, n_chunks, fb, tb)[:, :n_out] for tokens in outputs]
 
     def _pool(self, tokens: Tensor, B: int, n_chunks: int, fb: int, tb: int) -> Tensor:
         """Tokens [B*nc, fb*tb, D] -> frames [B, nc*tb, output_dim] (mean or concat over frequency)."""
@@ -124,6 +135,7 @@ class BestRQ2Encoder(nn.Module, HubMixin):
 
 
 class ConformerEncoder(nn.Module, HubMixin):
+    compute_dtype = "fp32"  # see BestRQ2Encoder.compute_dtype
     """Frame-based Conformer (``bestrq-conformer``): wav [B, T] -> [B, T', D], one frame per
     ``subsample`` mel frames; the same chunking and padding rules as :class:`BestRQ2Encoder`."""
 
@@ -154,5 +166,6 @@ class ConformerEncoder(nn.Module, HubMixin):
         feats = self.frontend(pieces, piece_len)
         fe = self.frame_cfg
         mel = unpatchify(feats["patches"], feats["grid"], fe.patch_freq, fe.patch_time)  # [B*nc, F, T]
-        frames = self.encoder(mel, feats["padding"])  # [B*nc, T', D]
+        with _autocast(self.compute_dtype, wav.device):
+            frames = self.encoder(mel, feats["padding"]).float()  # [B*nc, T', D]
         return frames.reshape(B, n_chunks * frames.shape[1], -1)[:, :n_out]  # [B, T', D]
