@@ -13,9 +13,10 @@ from conftest import micro_config
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from bestrq2.bench.devices import peak_bf16_tflops, resolve_peak
-from bestrq2.bench.flops import step_flops, vit_block
+from bestrq2.bench.devices import measure_matmul_tflops, peak_bf16_tflops, resolve_peak
+from bestrq2.bench.flops import inference_flops, step_flops, vit_block
 from bestrq2.bench.maxbatch import search_max_batch
+from bestrq2.export import inference_encoder
 from bestrq2.masking import mask_generator
 from bestrq2.models.encoder import ViTEncoder
 from bestrq2.models.layers import Block
@@ -150,8 +151,26 @@ def test_peak_table():
     assert peak_bf16_tflops("NVIDIA L4")[0] == 121.0
     assert peak_bf16_tflops("NVIDIA A10")[0] == 125.0
     assert peak_bf16_tflops("NVIDIA A10G") is None and peak_bf16_tflops("NVIDIA L40") is None
-    assert resolve_peak(torch.device("cpu"), None)[0] is None
     assert resolve_peak(torch.device("cpu"), 2.5)[0] == 2.5
+
+
+def test_cpu_peak_is_the_measured_matmul_rate():
+    tflops, source = resolve_peak(torch.device("cpu"), None)
+    assert 1e-4 < tflops < 100 and source.startswith("measured fp32")
+    small = measure_matmul_tflops(torch.device("cpu"), n=128, repeats=3)
+    assert small > 0
+
+
+@pytest.mark.parametrize("overrides", [{}, {"frontend__patch_freq": 128, "frontend__patch_time": 4, "encoder__mlp": "swiglu"}])
+def test_inference_flops_match_counter(overrides):
+    cfg = micro_config(**overrides)
+    enc = inference_encoder("vit", cfg.frontend, cfg.encoder, None, "mean").eval()
+    B, S = 2, 3 * 16000
+    with torch.no_grad():
+        n = counted(lambda: enc(torch.randn(B, S)))
+    assert n == pytest.approx(inference_flops(cfg, B, S), rel=1e-6)
+    cfg.method = "bestrq-conformer"
+    assert inference_flops(cfg, B, S) is None
 
 
 @pytest.mark.parametrize("true_max", [0, 1, 7, 8, 15, 100, 257, 1000, 70000])

@@ -43,12 +43,38 @@ def peak_bf16_tflops(name: str) -> tuple[float, str] | None:
     return None
 
 
+def measure_matmul_tflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                          repeats: int = 7) -> float:  # fmt: skip
+    """The device's own dense matmul rate at ``dtype`` and the current thread count: the median of
+    ``repeats`` n x n x n GEMMs (2 n^3 FLOPs each) after two warm-up ones, in TFLOP/s."""
+    import statistics
+    import time
+
+    n = n or (8192 if device.type == "cuda" else 1536)
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    times = []
+    for i in range(repeats + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e12
+
+
 def resolve_peak(device: torch.device, override: float | None) -> tuple[float | None, str]:
-    """The peak used for MFU and where it came from: ``--peak-tflops``, the table, or none."""
+    """The peak used for MFU and where it came from: ``--peak-tflops``, the datasheet table (CUDA), or
+    the device's measured fp32 matmul rate (CPU: training and inference run in fp32 there)."""
     if override:
         return override, "--peak-tflops"
     if device.type != "cuda":
-        return None, "none for a CPU (pass --peak-tflops)"
+        tflops = measure_matmul_tflops(device)
+        return tflops, f"measured fp32 1536^3 matmul, {torch.get_num_threads()} threads"
     found = peak_bf16_tflops(device_name(device))
     if found is None:
         return None, f"unknown device {device_name(device)!r} (pass --peak-tflops)"

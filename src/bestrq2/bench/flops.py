@@ -253,3 +253,15 @@ def _conformer_step(cfg: Config, batch: int, num_samples: int, ratio: float) -> 
         sf.add(f"encoder.block{i}", block, 3, block=True)
     _add_heads(sf, cfg, rows, enc.width)
     return sf
+
+
+def inference_flops(cfg: Config, batch: int, num_samples: int) -> float | None:
+    """Matmul FLOPs of the exported ViT encoder on ``batch`` clips (frontend + every patch through the
+    encoder, forward only); None for the Conformer."""
+    if cfg.method == "bestrq-conformer":
+        return None
+    fe = cfg.frontend
+    sf = StepFlops(tokens_per_clip=fe.freq_patches * fe.time_patches(num_samples))
+    _add_frontend(sf, cfg, batch, num_samples)
+    _add_vit(sf, "encoder", cfg, batch, sf.tokens_per_clip, 1, input_grad=False)
+    return sf.forward

@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from bestrq2.bench.devices import PeakMemory, device_name, resolve_peak
-from bestrq2.bench.flops import step_flops
+from bestrq2.bench.devices import PeakMemory, device_name, measure_matmul_tflops, resolve_peak
+from bestrq2.bench.flops import inference_flops, step_flops
 from bestrq2.config import Config
 from bestrq2.export import arch_of, inference_encoder
 from bestrq2.masking import mask_generator
@@ -146,7 +146,9 @@ def bench_inference(cfg: Config, batch_size: int, seconds: float, repeats: int, 
             times.append(time.perf_counter() - t)
     med = statistics.median(times)
     audio_s = batch_size * seconds
-    return {"batch_s": med, "rtf": med / audio_s, "x_realtime": audio_s / med, "encoder_params_m": num_params(enc) / 1e6}
+    flops = inference_flops(cfg, batch_size, int(seconds * cfg.frontend.sample_rate))
+    return {"batch_s": med, "rtf": med / audio_s, "x_realtime": audio_s / med, "encoder_params_m": num_params(enc) / 1e6,
+            "model_tflops": flops / med / 1e12 if flops else None}  # fmt: skip
 
 
 def run_benchmark(
@@ -175,6 +177,8 @@ def run_benchmark(
         "peak_source": peak_source,
         "torch": torch.__version__,
     }
+    if dev.type == "cuda":  # the datasheet peak is used; the probe says what this device reaches
+        report["probe_tflops"] = measure_matmul_tflops(dev, torch.bfloat16 if cfg.train.bf16 else torch.float32)
     try:
         report["train"] = bench_train(cfg, batch_size, steps, warmup, dev, peak)
     except torch.cuda.OutOfMemoryError:
@@ -198,6 +202,10 @@ def _gib(n: float | None) -> str:
     return "n/a" if n is None else f"{n / 2**30:.2f} GiB"
 
 
+def _tf(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f} %"
 
@@ -217,8 +225,10 @@ def format_report(r: dict) -> str:
         f"-> {t['clips_per_s']:.1f} clips/s, {t['tokens_per_s']:.0f} tokens/s ({t['tokens_per_clip']} per clip)",
         f"memory   : {_gib(t['peak_memory_bytes'])} ({t['peak_memory_kind']})",
         f"compute  : {t['model_flops_per_step'] / 1e9:.4g} GFLOP/step (model, analytic) -> {t['model_tflops']:.3f} TFLOP/s, "
-        f"MFU {_pct(t['mfu'])} (peak: {r['peak_tflops'] or 'n/a'} TFLOP/s, {r['peak_source']})",
+        f"MFU {_pct(t['mfu'])} (peak: {_tf(r['peak_tflops'])} TFLOP/s, {r['peak_source']})",
     ]
+    if r.get("probe_tflops"):
+        lines.append(f"           matmul probe on this device: {r['probe_tflops']:.1f} TFLOP/s")
     if r["activation_checkpointing"]:
         lines.append(f"           hardware FLOPs with recompute: {t['hardware_tflops']:.3f} TFLOP/s, HFU {_pct(t['hfu'])}")
     if "inference_error" in r:
@@ -228,6 +238,9 @@ def format_report(r: dict) -> str:
             f"inference: batch {r['batch_size']} x {r['infer_seconds']:g} s  median {i['batch_s'] * 1000:.1f} ms  "
             f"-> real-time factor {i['rtf']:.5f} ({i['x_realtime']:.0f}x faster than real time)"
         )
+        if i.get("model_tflops") is not None:
+            frac = f", {_pct(i['model_tflops'] / r['peak_tflops'])} of peak" if r["peak_tflops"] else ""
+            lines.append(f"           {i['model_tflops']:.3f} TFLOP/s of model FLOPs{frac}")
     return "\n".join(lines)
 
 
