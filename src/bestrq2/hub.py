@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+METHOD_NAMES = {"bestrq2": "BEST-RQ-2", "bestrq-vit": "BEST-RQ ViT", "bestrq-conformer": "BEST-RQ Conformer",
+                "audiojepa": "Audio-JEPA"}  # fmt: skip
 HUB_FILES = ("config.json", "model.safetensors", "README.md", "model.onnx")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -69,8 +71,10 @@ def model_card(meta: dict[str, Any], results: dict[str, Any] | None = None, name
 
     fe, enc = meta["frontend"], meta["encoder"]
     method = meta.get("method", "unknown")
-    name = name or f"bestrq2 {method} encoder"
-    tags = ["audio", "self-supervised-learning", "bestrq2", method]
+    name = name or f"{METHOD_NAMES.get(method, method)} audio encoder"
+    tags = list(dict.fromkeys(["audio", "self-supervised-learning", "bestrq2", method]))
+    pooled = fe["n_mels"] // fe["patch_freq"] > 1
+    pooling = f" (`{meta.get('pooling', 'mean')}` pooling of {fe['n_mels'] // fe['patch_freq']} mel blocks)" if pooled else ""
     lines = [
         "---",
         "library_name: bestrq2",
@@ -81,13 +85,12 @@ def model_card(meta: dict[str, Any], results: dict[str, Any] | None = None, name
         "",
         f"# {name}",
         "",
-        f"A frozen audio encoder pretrained with [bestrq2](https://pypi.org/project/bestrq2/) (method `{method}`, "
+        f"A frozen audio encoder pretrained with bestrq2 (method `{method}`, "
         f"preset `{meta.get('preset', '?')}`, {meta.get('step', '?')} steps; bestrq2 {meta.get('bestrq2_version', __version__)}).",
         "",
         f"- input: mono float waveform at {meta['sampling_rate']} Hz, any length (processed in "
         f"{fe['chunk_seconds']:g} s chunks)",
-        f"- output: one {meta['output_dim']}-d frame every {meta['hop_size_in_ms']:g} ms "
-        f"(`{meta.get('pooling', 'mean')}` pooling over frequency)",
+        f"- output: one {meta['output_dim']}-d frame every {meta['hop_size_in_ms']:g} ms{pooling}",
         "",
         "## Use",
         "",
