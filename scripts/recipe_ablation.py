@@ -36,7 +36,7 @@ VARIANTS: dict[str, list[str]] = {
     "fullband": FULL_BAND,  # 128x4 patches, 1-D positions over time
     "+layerscale": FULL_BAND + ["encoder.layer_scale=0.1"],
     "+mask80": M80,
-    "m80rope": M80 + ["encoder.positions=rope"],  # the tiny preset's recipe
+    "m80rope": M80 + ["encoder.positions=rope"],  # the recipe before block2x
     "m80lr2e4": M80 + ["optim.lr=2e-4"],
     "m80lr1e3": M80 + ["optim.lr=1e-3"],
     "m80pred4": M80 + ["predictor.depth=4", "predictor.width=192", "predictor.heads=3"],
@@ -45,7 +45,7 @@ VARIANTS: dict[str, list[str]] = {
     "cb4mix": M80 + ["quantizer.num_codebooks=4", "quantizer.codebook_norms=patch,patch,global,global"],
     "cb4ema": M80 + ["quantizer.num_codebooks=4", "optim.ema_decay=0.999"],
 }
-RECIPE = M80 + ["encoder.positions=rope"]  # the tiny preset's recipe (= m80rope)
+RECIPE = M80 + ["encoder.positions=rope"]  # m80rope; the tiny preset is RECIPE + block2x (r+block2x)
 # one option at a time on top of the recipe
 VARIANTS |= {
     "r+block2x": RECIPE + ["encoder.norm=rmsnorm", "encoder.mlp=swiglu", "encoder.qk_norm=true"],
