@@ -23,6 +23,7 @@ Writes ``diagnose.json``, ``diagnose.md`` and ``diagnose.png`` (score against la
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -399,6 +400,8 @@ def diagnose(
     cfg = cfg or EvalConfig()
     t0 = time.perf_counter()
     sources = [_source(m) for m in models]  # every argument checked before any work
+    names = [s.name for s in sources]
+    sources = [dataclasses.replace(s, name=s.spec.rstrip("/")) if names.count(s.name) > 1 else s for s in sources]
     suite = suite if isinstance(suite, Suite) else load_suite(suite, tasks)
     cache = default_cache_dir() if cache_dir == "default" else cache_dir
     randoms: dict[str, dict[str, Any]] = {}  # the same architecture twice: computed once
