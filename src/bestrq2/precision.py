@@ -64,5 +64,9 @@ def set_inference_dtype(encoder: nn.Module, dtype: str) -> nn.Module:
                 from torch.ao.quantization import quantize_dynamic
 
                 encoder.encoder = quantize_dynamic(encoder.encoder, {nn.Linear}, dtype=torch.qint8)
+    if dtype == "bf16":
+        # autocast leaves rms_norm alone, so it sees bf16 tokens with fp32 weights (or the reverse after
+        # LayerScale) and takes its unfused path, correctly; torch warns about that on every call
+        warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight", category=UserWarning)
     encoder.compute_dtype = dtype
     return encoder
