@@ -140,7 +140,6 @@ class EncoderConfig:
         _check(self.depth >= 1, "encoder.depth must be >= 1")
         _check(0.0 <= self.drop_path < 1.0, "encoder.drop_path must be in [0, 1)")
         _check(self.width % 4 == 0, "encoder.width must be a multiple of 4 (2-D positions)")
-        _check(self.sincos_layout in ("axes", "timm"), "encoder.sincos_layout must be 'axes' or 'timm'")
         if self.positions == "rope":
             _check((self.width // self.heads) % 4 == 0, "rope needs a head dim divisible by 4")
 

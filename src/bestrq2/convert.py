@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import re
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +75,6 @@ def read_state(src: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if not tensors:
         raise ConversionError(f"{src}: no tensors found (keys: {sorted(state)[:8]})")
     return tensors, {"step": ckpt.get("global_step")}
-
-
-def _strip(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Drop wrappers' prefixes (``_orig_mod.`` from torch.compile, ``module.`` from DDP)."""
-    return {re.sub(r"(^|\.)(_orig_mod|module)\.", r"\1", k): v for k, v in state.items()}
 
 
 def detect_method(state: dict[str, Tensor]) -> str:
@@ -183,7 +177,6 @@ def convert(
     from bestrq2.hub import write_card
 
     state, extra = read_state(src)
-    state = _strip(state)
     method = method or detect_method(state)
     if method not in ENCODERS:
         raise ConversionError(f"method must be one of {sorted(ENCODERS)}, got {method!r}")

@@ -109,10 +109,7 @@ def export(
     if chunk_seconds is not None:
         ckpt = dict(ckpt, config=_with_chunk(ckpt["config"], chunk_seconds))
     enc, cfg = build_from_checkpoint(ckpt, pooling, which)
-    meta = {
-        "format": FORMAT,
-        "arch": arch_of(cfg),
-        "bestrq2_version": __version__,
+    meta = {  # provenance; encoder_meta adds what rebuilds the module
         "method": cfg.method,
         "preset": cfg.preset,
         "step": int(ckpt["step"]),
@@ -139,7 +136,7 @@ def encoder_meta(enc: BestRQ2Encoder | ConformerEncoder, provenance: dict[str, A
     }
     if isinstance(enc, ConformerEncoder):
         meta["conformer"] = asdict(enc.conformer_cfg)
-    meta.pop("onnx", None)  # rewritten below when model.onnx is written again
+    meta.pop("onnx", None)  # a copied export's entry: save_encoder writes it again with model.onnx
     return meta
 
 

@@ -185,7 +185,7 @@ class HubMixin:
         """Write the hub layout to ``save_directory`` (and upload it to ``repo_id`` with ``push_to_hub``)."""
         out = save_pretrained(self, save_directory, results, name=repo_id)
         if push_to_hub:
-            push_to_hub_fn(out, repo_id or out.name, **push_kwargs)
+            push_to_hub(out, repo_id or out.name, **push_kwargs)
         return out
 
     @classmethod
@@ -202,7 +202,4 @@ class HubMixin:
 
         with tempfile.TemporaryDirectory() as tmp:
             out = save_pretrained(self, Path(tmp) / "export", results, name=repo_id)
-            return push_to_hub_fn(out, repo_id, **kwargs)
-
-
-push_to_hub_fn = push_to_hub
+            return push_to_hub(out, repo_id, **kwargs)

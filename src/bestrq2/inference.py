@@ -135,9 +135,10 @@ class BestRQ2Encoder(nn.Module, HubMixin):
 
 
 class ConformerEncoder(nn.Module, HubMixin):
-    compute_dtype = "fp32"  # see BestRQ2Encoder.compute_dtype
     """Frame-based Conformer (``bestrq-conformer``): wav [B, T] -> [B, T', D], one frame per
     ``subsample`` mel frames; the same chunking and padding rules as :class:`BestRQ2Encoder`."""
+
+    compute_dtype = "fp32"  # see BestRQ2Encoder.compute_dtype
 
     def __init__(self, frontend: FrontendConfig, encoder: EncoderConfig, conformer: ConformerConfig):
         super().__init__()
