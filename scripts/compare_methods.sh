@@ -11,6 +11,8 @@
 #   PRESET=tiny-ref POOLINGS="mean concat" SEEDS=0 bash scripts/compare_methods.sh   (the reference recipe)
 #   STEPS=300 SEEDS=0 RUNS=runs/cmp RESULTS=results/cmp bash scripts/compare_methods.sh
 #
+# TRAIN_ONLY=1 pretrains and exports only (e.g. one process per seed side by side, then a last run
+# without it evaluates everything).
 # PRETRAIN_ARGS passes options to `bestrq2 pretrain` (e.g. "--set data.num_workers=1"), EVAL_ARGS to `bestrq2 evaluate` (e.g. "--tasks NAME" for a quick check).
 # Re-running resumes unfinished runs and reuses cached embeddings. Timings go to RESULTS/timing.tsv.
 set -euo pipefail
@@ -72,6 +74,7 @@ for seed in $SEEDS; do
     done
   done
 done
+if [ -n "${TRAIN_ONLY:-}" ]; then echo "trained and exported: ${MODELS[*]}"; exit 0; fi
 MODELS+=(logmel)
 timed "evaluate ${#MODELS[@]} models" "$PY" -m bestrq2.cli evaluate "${MODELS[@]}" --suite "$SUITE" \
   --out "$RESULTS" --no-progress ${EVAL_ARGS:-}

@@ -58,7 +58,11 @@ VARIANTS |= {
     "r+globaltargets": RECIPE + ["quantizer.norm=global"],
     "r+ema": RECIPE + ["optim.ema_decay=0.995"],  # time constant 200 steps: a fifth of the run
 }
-TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema"
+TINY = VARIANTS["r+block2x"]  # the tiny preset
+# on top of tiny: QK-norm and RMSNorm are meant to allow higher learning rates than the LayerNorm
+# blocks that lr 1e-3 hurt (m80lr1e3)
+VARIANTS["t+lr1e3"] = TINY + ["optim.lr=1e-3"]
+TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3"
 
 
 EXPORTS = {"crop": {"chunk_seconds": "crop"}}
