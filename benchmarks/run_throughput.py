@@ -6,8 +6,8 @@
 Each round runs every variant once, in turn, each in a fresh process: ``model`` is ``bestrq2
 benchmark``'s training step on a noise batch (no loader); the others are ``pretrain`` on real audio
 for ``--steps`` steps (the loop's own ``clips_per_s``, median over its log rows after the first, which
-holds the start-up). A variant is ``SOURCE-wN``: SOURCE ``folder`` (``--data``) or ``pcm16`` (``--shards``,
-written by ``bestrq2 data shard --format pcm16``), N loader workers. The table gives medians over rounds
+holds the start-up). A variant is ``SOURCE-wN[-niceK]``: SOURCE ``folder`` (``--data``), ``wav`` (``--wav``: the
+same audio as PCM16 WAV files) or ``pcm16`` (``--shards``, written by ``bestrq2 data shard --format pcm16``), N loader workers, at ``data.worker_nice`` K. The table gives medians over rounds
 and each variant's median ratio to the model-only figure of the same round.
 """
 
@@ -35,11 +35,16 @@ def measure(variant: str, args: argparse.Namespace) -> float:
     cfg.train.batch_size = args.batch_size
     if variant == "model":
         return bench_train(cfg, args.batch_size, args.steps, 10, torch.device("cpu"))["clips_per_s"]
-    source, _, workers = variant.partition("-w")
-    data = {"folder": args.data, "pcm16": args.shards}[source]
+    source, *opts = variant.split("-")  # SOURCE-wN[-niceK]
+    option = {"folder": "data", "wav": "wav", "pcm16": "shards"}[source]
+    data = getattr(args, option)
     if data is None:
-        raise SystemExit(f"{variant} needs --{'shards' if source == 'pcm16' else 'data'}")
-    cfg.data.num_workers = int(workers)
+        raise SystemExit(f"{variant} needs --{option}")
+    for opt in opts:
+        if opt.startswith("nice"):
+            cfg.data.worker_nice = int(opt[4:])
+        else:
+            cfg.data.num_workers = int(opt.removeprefix("w"))
     cfg.train.max_steps = args.steps
     cfg.train.ckpt_every = args.steps * 10  # one checkpoint, at the end
     cfg.train.log_every = 25
@@ -56,6 +61,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--data", help="audio folder or manifest (the folder variants)")
+    ap.add_argument("--wav", help="the same audio as PCM16 WAV files: folder or list (the wav variants)")
     ap.add_argument("--shards", help="PCM16 shard folder (the pcm16 variants)")
     ap.add_argument("--variants", default="model,folder-w2,folder-w1,pcm16-w2,pcm16-w1")
     ap.add_argument("--out", help="write the raw figures here (JSON)")
@@ -66,7 +72,10 @@ def main() -> None:
         return
     variants = args.variants.split(",")
     fig: dict[str, list[float]] = {v: [] for v in variants}
-    passthrough = [a for a in sys.argv[1:] if not a.startswith("--out")]
+    passthrough = ["--preset", args.preset, "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
+    passthrough += [
+        a for opt in ("data", "wav", "shards") if getattr(args, opt) for a in (f"--{opt}", getattr(args, opt))
+    ]
     for r in range(args.rounds):
         for v in variants:
             out = subprocess.run([sys.executable, __file__, *passthrough, "--one", v], check=True,
@@ -74,7 +83,7 @@ def main() -> None:
             fig[v].append(json.loads(out.strip().splitlines()[-1])["clips_per_s"])
             print(f"round {r + 1} {v}: {fig[v][-1]:.1f} clips/s", flush=True)
     cpu = (
-        open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": ")
+        open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip("\t: ")
         if Path("/proc/cpuinfo").exists()
         else "?"
     )

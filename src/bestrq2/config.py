@@ -316,6 +316,9 @@ class DataConfig:
     worker is about shuffle_buffer x one clip's bytes (10 s of 16 kHz PCM16: 320 kB)."""
     prefetch_factor: int = 4
     """Batches each loader worker prepares ahead."""
+    worker_nice: int = 0
+    """Loader workers raise their nice value by this much (0-19): on a CPU they share with the trainer's
+    compute threads, they then take the cores when the trainer does not need them."""
     crop_attempts: int = 1
     """Energy-aware crops: draw up to this many random crops of a clip and keep the first whose share of
     silent 25 ms frames is at most ``max_silent_fraction`` (else the least silent one); the redraws are
@@ -332,6 +335,7 @@ class DataConfig:
         _check(self.num_workers >= 0, "data.num_workers must be >= 0")
         _check(self.shuffle_buffer >= 0, "data.shuffle_buffer must be >= 0")
         _check(self.prefetch_factor >= 1, "data.prefetch_factor must be >= 1")
+        _check(0 <= self.worker_nice <= 19, "data.worker_nice must be in [0, 19]")
 
 
 @dataclass(kw_only=True)

@@ -15,6 +15,7 @@ import soundfile as sf
 import soxr
 
 SILENCE_PEAK = 1e-5  # about -100 dBFS
+_INT16_SUBTYPES = {"PCM_16", "PCM_S8", "PCM_U8"}
 
 
 class AudioError(Exception):
@@ -40,31 +41,36 @@ def load_audio(
     is longer; shorter files are returned whole (the caller pads).
     """
     try:
-        info = sf.info(str(path))
-        sr, frames = int(info.samplerate), int(info.frames)
-        if frames <= 0 or sr <= 0:
-            raise AudioError(path, "empty")
-        if frames * sample_rate < min_samples * sr:
-            raise AudioError(path, "too short")
-        start, count = 0, frames
-        if crop_samples is not None:
-            need = math.ceil(crop_samples * sr / sample_rate)
-            if frames > need:
-                rng = rng or np.random.default_rng()
-                start, count = int(rng.integers(0, frames - need + 1)), need
         with sf.SoundFile(str(path)) as f:
+            sr, frames = int(f.samplerate), int(f.frames)
+            if frames <= 0 or sr <= 0:
+                raise AudioError(path, "empty")
+            if frames * sample_rate < min_samples * sr:
+                raise AudioError(path, "too short")
+            start, count = 0, frames
+            if crop_samples is not None:
+                need = math.ceil(crop_samples * sr / sample_rate)
+                if frames > need:
+                    rng = rng or np.random.default_rng()
+                    start, count = int(rng.integers(0, frames - need + 1)), need
             if start:
                 f.seek(start)
-            data = f.read(count, dtype="float32", always_2d=True)  # [n, channels]
+            # 16-bit and narrower PCM is read as int16 and scaled as libsndfile scales it (x / 32768): the
+            # same floats, at less decoding cost, and integers cannot be non-finite
+            integer = f.subtype in _INT16_SUBTYPES
+            data = f.read(count, dtype="int16" if integer else "float32", always_2d=True)  # [n, channels]
     except AudioError:
         raise
     except Exception as e:  # soundfile raises several types for corrupt or unknown files
         raise AudioError(path, f"unreadable ({type(e).__name__}: {str(e)[:120]})") from e
     if data.shape[0] == 0:
         raise AudioError(path, "empty")
-    x = data.mean(axis=1)
-    if not np.isfinite(x).all():
-        raise AudioError(path, "non-finite samples")
+    if integer:
+        x = (data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)).astype(np.float32) * np.float32(1 / 32768)
+    else:
+        x = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+        if not np.isfinite(x).all():
+            raise AudioError(path, "non-finite samples")
     if sr != sample_rate:
         x = soxr.resample(x, sr, sample_rate).astype(np.float32, copy=False)
     if crop_samples is not None:

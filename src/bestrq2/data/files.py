@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,11 +206,19 @@ def collate(items: list[dict[str, Any]], length: int | None = None) -> dict[str,
     }
 
 
-def _ignore_stop_signals(_worker_id: int) -> None:
+class _WorkerInit:
     """Loader workers leave SIGINT / SIGTERM to the training process, which saves a checkpoint and
-    then shuts them down (a cluster's pre-emption signal reaches every process of the job)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    then shuts them down (a cluster's pre-emption signal reaches every process of the job), and run
+    at ``nice`` (data.worker_nice) below the trainer."""
+
+    def __init__(self, nice: int):
+        self.nice = nice
+
+    def __call__(self, _worker_id: int) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if self.nice:
+            os.nice(self.nice)
 
 
 def loader_settings(cfg: DataConfig, seed: int, pin_memory: bool) -> dict[str, Any]:
@@ -221,7 +230,7 @@ def loader_settings(cfg: DataConfig, seed: int, pin_memory: bool) -> dict[str, A
         "persistent_workers": workers > 0,
         "prefetch_factor": cfg.prefetch_factor if workers > 0 else None,
         "generator": torch.Generator().manual_seed(seed),  # keeps the global RNG (drop-path) untouched
-        "worker_init_fn": _ignore_stop_signals,
+        "worker_init_fn": _WorkerInit(cfg.worker_nice),
     }
 
 
