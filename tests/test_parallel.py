@@ -85,3 +85,32 @@ def test_compiled_blocks_match_eager():
     assert la == pytest.approx(lb, rel=1e-4)
     for k in ga:
         torch.testing.assert_close(gb[k], ga[k], rtol=1e-3, atol=1e-5, msg=k)
+
+
+def test_blocks_with_different_drop_path_rates_share_compiled_graphs():
+    """Each block has its own stochastic-depth rate. The rate must be data, not a guarded constant, or a
+    12-block encoder compiles one graph per block, hits dynamo's recompile limit (8) and leaves the
+    later blocks uncompiled (what the float attribute did: 9 graphs and the limit warning)."""
+    from bestrq2.models.layers import Block
+
+    graphs = []
+    aot_eager = torch._dynamo.lookup_backend("aot_eager")  # AOT autograd as inductor uses it, no codegen
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return aot_eager(gm, example_inputs)
+
+    cfg = micro_config()
+    cfg.encoder.depth, cfg.encoder.drop_path = 12, 0.1
+    torch.manual_seed(0)
+    model = build_objective(cfg.validate()).train()
+    torch._dynamo.reset()
+    for m in model.modules():
+        if isinstance(m, Block):
+            m.compile(backend=counting_backend)
+    S = int(cfg.data.crop_seconds * cfg.frontend.sample_rate)
+    wav, lengths = torch.randn(2, S) * 0.1, torch.full((2,), S)
+    for step in range(4):  # the visible-token count changes with each batch's mask ratio
+        model(wav, lengths, sample_batch_masks(cfg, lengths, S, mask_generator(0, 0, step)))["loss"].backward()
+    torch._dynamo.reset()
+    assert len(graphs) <= 6  # encoder / predictor blocks, rate 0 or not, static then dynamic length

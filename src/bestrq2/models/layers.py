@@ -20,15 +20,17 @@ class DropPath(nn.Module):
     def __init__(self, p: float = 0.0):
         super().__init__()
         self.p = p
+        self.active = p > 0  # the forward reads this bool, never the float
+        # torch.compile guards on a module's float attributes, so a float rate would give one graph per
+        # block (each block has its own rate) and hit the recompile limit (8) in a 12-block encoder,
+        # leaving the later blocks uncompiled; the rate as a tensor is data, one graph serves them all
+        self.register_buffer("keep", torch.tensor(1.0 - p), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
+        if not (self.active and self.training):
             return x
-        keep = 1.0 - self.p
-        # a comparison, not bernoulli_(keep): torch.compile would specialise on the float and make one
-        # graph per drop rate (every block of the encoder has its own)
-        mask = (torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) < keep).to(x.dtype)
-        return x * mask / keep
+        mask = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) < self.keep
+        return x * mask.to(x.dtype) / self.keep.to(x.dtype)
 
 
 NORMS = {"layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
