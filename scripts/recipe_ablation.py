@@ -62,7 +62,8 @@ TINY = VARIANTS["r+block2x"]  # the tiny preset
 # on top of tiny: QK-norm and RMSNorm are meant to allow higher learning rates than the LayerNorm
 # blocks that lr 1e-3 hurt (m80lr1e3)
 VARIANTS["t+lr1e3"] = TINY + ["optim.lr=1e-3"]
-TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3"
+VARIANTS["t+lr2.5e4"] = TINY + ["optim.lr=2.5e-4"]  # less drift from the random projection (weight_drift.py)
+TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4"
 
 
 EXPORTS = {"crop": {"chunk_seconds": "crop"}}
