@@ -65,12 +65,11 @@ def load_audio(
         raise AudioError(path, f"unreadable ({type(e).__name__}: {str(e)[:120]})") from e
     if data.shape[0] == 0:
         raise AudioError(path, "empty")
+    x = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
     if integer:
-        x = (data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)).astype(np.float32) * np.float32(1 / 32768)
-    else:
-        x = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
-        if not np.isfinite(x).all():
-            raise AudioError(path, "non-finite samples")
+        x = np.multiply(x, np.float32(1 / 32768), dtype=np.float32)  # one pass: convert and scale
+    elif not np.isfinite(x).all():
+        raise AudioError(path, "non-finite samples")
     if sr != sample_rate:
         x = soxr.resample(x, sr, sample_rate).astype(np.float32, copy=False)
     if crop_samples is not None:
