@@ -63,6 +63,9 @@ TINY = VARIANTS["r+block2x"]  # the tiny preset
 # blocks that lr 1e-3 hurt (m80lr1e3)
 VARIANTS["t+lr1e3"] = TINY + ["optim.lr=1e-3"]
 VARIANTS["t+lr2.5e4"] = TINY + ["optim.lr=2.5e-4"]  # less drift from the random projection (weight_drift.py)
+# multi-mask training: each clip read once and seen under several masks (more targets per step, same loader work)
+VARIANTS["t+rep2"] = TINY + ["mask.repeats=2"]
+VARIANTS["t+rep4"] = TINY + ["mask.repeats=4"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4"
 
 

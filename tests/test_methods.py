@@ -229,3 +229,39 @@ def test_random_init_floor_of_a_conformer_export_is_a_conformer(tmp_path):
     atomic_save({"config": cfg.to_dict(), "model": build_objective(cfg).state_dict(), "step": 0}, ckpt)
     enc = resolve_model(f"random:{export(ckpt, tmp_path / 'exp')}").build()
     assert type(enc).__name__ == "ConformerEncoder" and enc.hop_size_in_ms == 156.25
+
+
+def _rows(masks, sl: slice):
+    from bestrq2.masking import Masks
+
+    return Masks(masks.ids_keep[sl], masks.keep_pad[sl], masks.ids_mask[sl], masks.mask_pad[sl], masks.ratio, masks.any_padding)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_mask_repeats_score_each_clip_under_every_mask(method):
+    """mask.repeats = 2: one forward over 2 x B mask rows gives the scored-count-weighted mean of the
+    losses of the two mask sets taken one at a time, so the clip is seen twice and nothing else changes."""
+    cfg = method_config(method, mask__repeats=2, onestep__fill="token")
+    torch.manual_seed(0)
+    model = build_objective(cfg).eval()
+    wav, lengths, masks = _one_batch(cfg)  # 3 clips, one of them padded
+    B = wav.shape[0]
+    assert masks.ids_keep.shape[0] == 2 * B
+    first, second = _rows(masks, slice(0, B)), _rows(masks, slice(B, 2 * B))
+    assert not torch.equal(first.ids_mask, second.ids_mask)  # independent masks
+    with torch.no_grad():
+        both = float(model(wav, lengths, masks)["loss"])
+        parts = [(float(model(wav, lengths, m)["loss"]), m.num_scored) for m in (first, second)]
+    expected = sum(loss * n for loss, n in parts) / sum(n for _, n in parts)
+    assert both == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="whole number of masks"):
+        model(torch.cat([wav, wav[:1]]), torch.cat([lengths, lengths[:1]]), masks)  # 6 rows, 4 clips
+
+
+def test_mask_repeats_keep_one_mask_slots_and_split_over_ranks():
+    from bestrq2.masking import repeat_slots
+
+    assert repeat_slots([0, 1, 2], 1, 3) == [0, 1, 2]
+    one_rank = repeat_slots([0, 1, 2, 3], 2, 4)
+    ranks = [repeat_slots([r, r + 2], 2, 4) for r in (0, 1)]  # 2 ranks x 2 examples
+    assert sorted(one_rank) == sorted(ranks[0] + ranks[1]) == list(range(8))

@@ -208,10 +208,16 @@ class MaskConfig:
     neighbours in frequency. With full-band patches and span 1 the two are the same."""
     span: int = 1
     """Time steps per masked span (kind 'time')."""
+    repeats: int = 1
+    """Masks drawn per clip and step (multi-mask training, as in data2vec 2.0): the clip is read,
+    transformed and quantised once, and the model sees it ``repeats`` times under independent masks.
+    More targets per step for the cost of the encoder and predictor only; the loader's work per step
+    does not change. The loss stays a mean over every scored patch of every repeat."""
 
     def validate(self) -> None:
         _check(0.0 < self.ratio_min <= self.ratio_max < 1.0, "mask: need 0 < ratio_min <= ratio_max < 1")
         _check(self.span >= 1, "mask.span must be >= 1")
+        _check(self.repeats >= 1, "mask.repeats must be >= 1")
 
 
 @dataclass(kw_only=True)

@@ -69,6 +69,13 @@ def slot_generators(seed: int, slots: list[int], step: int) -> list[torch.Genera
     return [mask_generator(seed, 1 + s, step) for s in slots]
 
 
+def repeat_slots(slots: list[int], repeats: int, slots_per_step: int) -> list[int]:
+    """Slots of ``repeats`` masks per example: repeat r of the example in slot s takes slot
+    s + r * slots_per_step (the global micro-batch size), so repeat 0 keeps the slots of one mask per
+    clip and the numbering stays independent of the split over ranks."""
+    return [s + r * slots_per_step for r in range(repeats) for s in slots]
+
+
 def _scores(B: int, N: int, generator: torch.Generator, rows: list[torch.Generator] | None) -> Tensor:
     if rows is None:
         return torch.rand(B, N, generator=generator, dtype=torch.float64)

@@ -5,7 +5,9 @@
   bestrq-conformer  one-step BEST-RQ on log-mel frames with a Conformer, codes
   audiojepa         encoder on visible patches, predictor regresses an EMA target encoder's features
 
-``sample_batch_masks`` draws the masks of a batch for any method (patches, or spans of frames).
+``sample_batch_masks`` draws the masks of a batch for any method (patches, or spans of frames), with
+``mask.repeats`` masks per clip; each objective then repeats its clips' features to match
+(:func:`bestrq2.objectives.views.repeat_views`).
 """
 
 from __future__ import annotations
@@ -102,7 +104,11 @@ def sample_batch_masks(
 ) -> Masks:
     """Masks for a batch of clips of ``lengths`` samples padded to ``num_samples``: random patches of
     the token grid, or (frame-based methods) random spans of output frames. ``rows``: one generator
-    per example (see :func:`bestrq2.masking.slot_generators`)."""
+    per example (see :func:`bestrq2.masking.slot_generators`).
+
+    With ``mask.repeats`` = R > 1 the masks have R x B rows, repeat-major (row r * B + b masks clip b),
+    and ``rows`` needs R x B generators (:func:`bestrq2.masking.repeat_slots` numbers them)."""
+    lengths = lengths.repeat(cfg.mask.repeats)
     if cfg.method in FRAME_METHODS:
         padding = token_padding(frame_frontend(cfg.frontend, cfg.conformer), lengths, num_samples)  # [B, T']
         return sample_span_masks(padding, cfg.mask, cfg.conformer.mask_span, generator, rows)

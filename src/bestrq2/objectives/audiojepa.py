@@ -22,6 +22,7 @@ from bestrq2.models.ema import ema_update, frozen_copy, momentum_at
 from bestrq2.models.encoder import ViTEncoder
 from bestrq2.models.predictor import Predictor
 from bestrq2.objectives.bestrq2 import gather_rows, real_rows
+from bestrq2.objectives.views import mask_repeats, repeat_views, tile
 
 
 class AudioJEPA(nn.Module):
@@ -52,13 +53,14 @@ class AudioJEPA(nn.Module):
 
     def forward(self, wav: Tensor, lengths: Tensor, masks: Masks) -> dict[str, Tensor]:
         feats = self.frontend(wav, lengths)
-        grid = feats["grid"]
-        with torch.no_grad():
+        grid, repeats = feats["grid"], mask_repeats(masks, wav.shape[0])
+        with torch.no_grad():  # the teacher reads each clip once, whatever the number of masks
             padding = feats["padding"] if masks.any_padding else None
             self.target_encoder.eval()  # no drop-path in the teacher
             target = self.target_encoder(feats["patches"], grid, padding=padding)  # [B, N, D]
             target = F.layer_norm(target.float(), target.shape[-1:])
-            target = real_rows(gather_rows(target, masks.ids_mask), masks)  # [n, D]
+            target = real_rows(gather_rows(tile(target, repeats), masks.ids_mask), masks)  # [n, D]
+        feats = repeat_views(feats, masks, wav.shape[0])  # one row per mask
         keep_pad = masks.keep_pad if masks.any_padding else None
         context = self.encoder(feats["patches"], grid, ids=masks.ids_keep, padding=keep_pad)  # [B, K, D]
         pred = self.head(real_rows(self.predictor(context, masks, grid), masks)).float()  # [n, D]

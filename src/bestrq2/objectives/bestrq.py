@@ -18,6 +18,7 @@ from bestrq2.masking import Masks
 from bestrq2.models.ema import WeightEMA
 from bestrq2.models.encoder import ViTEncoder
 from bestrq2.objectives.bestrq2 import CodeHeads, code_loss, gather_rows, real_rows
+from bestrq2.objectives.views import repeat_views
 from bestrq2.quantizer import RandomProjectionQuantizer
 
 
@@ -67,7 +68,7 @@ class BestRQ(nn.Module):
             self.ema.update(self.encoder, step)
 
     def forward(self, wav: Tensor, lengths: Tensor, masks: Masks) -> dict[str, Tensor]:
-        feats = self.frontend(wav, lengths)
+        feats = repeat_views(self.frontend(wav, lengths), masks, wav.shape[0])  # one row per mask
         targets = self.quantizer(real_rows(gather_rows(feats["raw"], masks.ids_mask), masks))  # [n, C]
         patches = self.fill(feats["patches"], masks.ids_mask)  # [B, N, P]
         padding = feats["padding"] if masks.any_padding else None

@@ -17,6 +17,7 @@ from bestrq2.masking import Masks
 from bestrq2.models.ema import WeightEMA
 from bestrq2.models.encoder import ViTEncoder
 from bestrq2.models.predictor import Predictor
+from bestrq2.objectives.views import repeat_views
 from bestrq2.quantizer import RandomProjectionQuantizer
 
 
@@ -73,7 +74,7 @@ class BestRQ2(nn.Module):
             self.ema.update(self.encoder, step)
 
     def forward(self, wav: Tensor, lengths: Tensor, masks: Masks) -> dict[str, Tensor]:
-        feats = self.frontend(wav, lengths)
+        feats = repeat_views(self.frontend(wav, lengths), masks, wav.shape[0])  # one row per mask
         grid = feats["grid"]
         targets = self.quantizer(real_rows(gather_rows(feats["raw"], masks.ids_mask), masks))  # [n, C]
         keep_pad = masks.keep_pad if masks.any_padding else None

@@ -31,7 +31,7 @@ from bestrq2.config import Config, ConfigError
 from bestrq2.data.files import build_loader, list_audio
 from bestrq2.data.shard_reader import build_shard_loader, counted_shards
 from bestrq2.data.shards import is_shard_source
-from bestrq2.masking import mask_generator, slot_generators
+from bestrq2.masking import mask_generator, repeat_slots, slot_generators
 from bestrq2.models.layers import num_params
 from bestrq2.objectives import build_objective, sample_batch_masks
 from bestrq2.quantizer import code_usage
@@ -270,7 +270,8 @@ def _read_step(run: _Run, batches: Iterator, slots: list[int], info: DistInfo, s
                 bad_files.add(path)
                 skipped[reason] += 1
         micro_step = run.step * tc.accum_steps + k
-        gen, rows = mask_generator(tc.seed, 0, micro_step), slot_generators(tc.seed, slots, micro_step)
+        gen = mask_generator(tc.seed, 0, micro_step)
+        rows = slot_generators(tc.seed, repeat_slots(slots, cfg.mask.repeats, run.micro * info.world), micro_step)
         masks = sample_batch_masks(cfg, batch["lengths"], batch["wav"].shape[1], gen, rows)
         counts[k] = masks.num_scored
         micro_batches.append((batch, masks))
