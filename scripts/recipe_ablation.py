@@ -66,7 +66,7 @@ VARIANTS["t+lr2.5e4"] = TINY + ["optim.lr=2.5e-4"]  # less drift from the random
 # multi-mask training: each clip read once and seen under several masks (more targets per step, same loader work)
 VARIANTS["t+rep2"] = TINY + ["mask.repeats=2"]
 VARIANTS["t+rep4"] = TINY + ["mask.repeats=4"]
-TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4"
+TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 
 EXPORTS = {"crop": {"chunk_seconds": "crop"}}
