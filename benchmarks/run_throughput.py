@@ -7,8 +7,9 @@ Each round runs every variant once, in turn, each in a fresh process: ``model`` 
 benchmark``'s training step on a noise batch (no loader); the others are ``pretrain`` on real audio
 for ``--steps`` steps (the loop's own ``clips_per_s``, median over its log rows after the first, which
 holds the start-up). A variant is ``SOURCE-wN[-niceK]``: SOURCE ``folder`` (``--data``), ``wav`` (``--wav``: the
-same audio as PCM16 WAV files) or ``pcm16`` (``--shards``, written by ``bestrq2 data shard --format pcm16``), N loader workers, at ``data.worker_nice`` K. The table gives medians over rounds
-and each variant's median ratio to the model-only figure of the same round.
+same audio as PCM16 WAV files) or ``pcm16`` (``--shards``, written by ``bestrq2 data shard --format pcm16``), N loader workers, at ``data.worker_nice`` K; ``-cache``: with
+``data.decode_cache=--cache`` (filled once before the first round, the time printed). The table gives
+medians over rounds and each variant's median ratio to the model-only figure of the same round.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def measure(variant: str, args: argparse.Namespace) -> float:
     if data is None:
         raise SystemExit(f"{variant} needs --{option}")
     for opt in opts:
-        if opt.startswith("nice"):
+        if opt == "cache":
+            cfg.data.decode_cache = args.cache
+        elif opt.startswith("nice"):
             cfg.data.worker_nice = int(opt[4:])
         else:
             cfg.data.num_workers = int(opt.removeprefix("w"))
@@ -54,6 +57,24 @@ def measure(variant: str, args: argparse.Namespace) -> float:
     return statistics.median(float(r["clips_per_s"]) for r in rows[1:])
 
 
+def fill_cache(args: argparse.Namespace) -> None:
+    """Decode every file of ``--data`` into ``--cache`` once (what the first epoch of a run does)."""
+    import time
+
+    from bestrq2.data import AudioError, list_audio, load_audio
+    from bestrq2.data.decode_cache import DecodeCache
+
+    if not args.cache or not args.data:
+        raise SystemExit("the -cache variants need --cache and --data")
+    cache, files, t = DecodeCache(args.cache), list_audio(args.data), time.perf_counter()
+    for f in files:
+        try:
+            load_audio(f, 16000, 16000, cache=cache, check_silence=False)
+        except AudioError:  # skipped by the runs too
+            pass
+    print(f"decode cache: {len(files)} files ready in {time.perf_counter() - t:.1f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="tiny")
@@ -63,6 +84,7 @@ def main() -> None:
     ap.add_argument("--data", help="audio folder or manifest (the folder variants)")
     ap.add_argument("--wav", help="the same audio as PCM16 WAV files: folder or list (the wav variants)")
     ap.add_argument("--shards", help="PCM16 shard folder (the pcm16 variants)")
+    ap.add_argument("--cache", help="decode-cache folder (the -cache variants)")
     ap.add_argument("--variants", default="model,folder-w2,folder-w1,pcm16-w2,pcm16-w1")
     ap.add_argument("--out", help="write the raw figures here (JSON)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one variant and print it
@@ -74,8 +96,10 @@ def main() -> None:
     fig: dict[str, list[float]] = {v: [] for v in variants}
     passthrough = ["--preset", args.preset, "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
     passthrough += [
-        a for opt in ("data", "wav", "shards") if getattr(args, opt) for a in (f"--{opt}", getattr(args, opt))
+        a for opt in ("data", "wav", "shards", "cache") if getattr(args, opt) for a in (f"--{opt}", getattr(args, opt))
     ]
+    if any(v.endswith("-cache") for v in variants):
+        fill_cache(args)
     for r in range(args.rounds):
         for v in variants:
             out = subprocess.run([sys.executable, __file__, *passthrough, "--one", v], check=True,

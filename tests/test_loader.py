@@ -46,3 +46,67 @@ def test_load_audio_gives_libsndfiles_floats(tmp_path, fmt, channels, subtype):
     np.testing.assert_array_equal(load_audio(path, 16000), ref)
     start = int(np.random.default_rng(5).integers(0, 24000 - 8000 + 1))  # the crop load_audio draws
     np.testing.assert_array_equal(load_audio(path, 16000, 8000, np.random.default_rng(5)), ref[start : start + 8000])
+
+
+@pytest.mark.parametrize("fmt,subtype,rate", [("FLAC", "PCM_16", 16000), ("FLAC", "PCM_24", 16000), ("WAV", "PCM_16", 22050)])
+def test_decode_cache_gives_the_same_crops(tmp_path, fmt, subtype, rate):
+    """With a decode cache the file is decoded once; every crop (and the whole file) is bit-identical to
+    decoding it directly, also through resampling and for 2 channels."""
+    from bestrq2.data.decode_cache import DecodeCache
+
+    x = (np.random.default_rng(1).standard_normal((3 * rate, 2)) * 0.3).clip(-1, 1)
+    path = tmp_path / f"a.{fmt.lower()}"
+    sf.write(path, x, rate, subtype=subtype, format=fmt)
+    cache = DecodeCache(tmp_path / "cache")
+    for seed in range(4):
+        direct = load_audio(path, 16000, 8000, np.random.default_rng(seed))
+        cached = load_audio(path, 16000, 8000, np.random.default_rng(seed), cache=cache)
+        np.testing.assert_array_equal(cached, direct)
+    np.testing.assert_array_equal(load_audio(path, 16000, cache=cache), load_audio(path, 16000))
+    entries = list((tmp_path / "cache").glob("*.npy"))
+    assert [e.name.split(".")[1] for e in entries] == [str(rate)]  # one entry, at the file's own rate
+    assert np.load(entries[0]).dtype == (np.int16 if subtype == "PCM_16" else np.float32)
+    # a second cache object (another worker) finds the entry instead of decoding again
+    mtime = entries[0].stat().st_mtime_ns
+    np.testing.assert_array_equal(load_audio(path, 16000, cache=DecodeCache(tmp_path / "cache")), load_audio(path, 16000))
+    assert entries[0].stat().st_mtime_ns == mtime
+
+
+def test_decode_cache_redecodes_a_changed_file_and_reports_bad_ones(tmp_path):
+    from bestrq2.data.audio import AudioError
+    from bestrq2.data.decode_cache import DecodeCache
+
+    path = tmp_path / "a.flac"
+    sf.write(path, np.full(16000, 0.25), 16000, subtype="PCM_16")
+    cache = DecodeCache(tmp_path / "cache")
+    assert load_audio(path, 16000, cache=cache)[0] == 0.25
+    sf.write(path, np.full(16000, -0.5), 16000, subtype="PCM_16")
+    os.utime(path, ns=(1, 1))  # a new modification time, whatever the clock's resolution
+    assert load_audio(path, 16000, cache=DecodeCache(tmp_path / "cache"))[0] == -0.5
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(b"not audio at all")
+    with pytest.raises(AudioError, match="unreadable"):
+        load_audio(bad, 16000, cache=cache)
+    sf.write(tmp_path / "short.flac", np.full(100, 0.25), 16000, subtype="PCM_16")
+    with pytest.raises(AudioError, match="too short"):
+        load_audio(tmp_path / "short.flac", 16000, min_samples=8000, cache=cache)
+    with pytest.raises(AudioError, match="silent"):
+        sf.write(tmp_path / "zero.flac", np.zeros(16000), 16000, subtype="PCM_16")
+        load_audio(tmp_path / "zero.flac", 16000, cache=cache)
+
+
+def test_crop_dataset_with_a_decode_cache_yields_the_same_clips(tmp_path):
+    """data.decode_cache changes where the samples come from, not which: the same (epoch, index) keys give
+    the same crops, and the cache holds one entry per file."""
+    from bestrq2.data.files import CropDataset
+
+    rng = np.random.default_rng(3)
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"f{i}.flac")
+        sf.write(files[-1], (rng.standard_normal(16000 * (2 + i)) * 0.2).clip(-1, 1), 16000, subtype="PCM_16")
+    plain = CropDataset(files, DataConfig(crop_seconds=1.0), 16000, seed=7)
+    cached = CropDataset(files, DataConfig(crop_seconds=1.0, decode_cache=str(tmp_path / "cache")), 16000, seed=7)
+    for key in [(0, 0), (0, 1), (0, 2), (1, 2), (3, 1)]:
+        np.testing.assert_array_equal(cached[key]["wav"], plain[key]["wav"])
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3

@@ -14,8 +14,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from bestrq2.data.decode_cache import INT16_SUBTYPES, DecodeCache
+
 SILENCE_PEAK = 1e-5  # about -100 dBFS
-_INT16_SUBTYPES = {"PCM_16", "PCM_S8", "PCM_U8"}
 
 
 class AudioError(Exception):
@@ -34,31 +35,30 @@ def load_audio(
     rng: np.random.Generator | None = None,
     min_samples: int = 1,
     check_silence: bool = True,
+    cache: DecodeCache | None = None,
 ) -> np.ndarray:
     """Decode ``path`` to mono float32 at ``sample_rate``.
 
     With ``crop_samples``, a random window of that length (after resampling) is read when the file
-    is longer; shorter files are returned whole (the caller pads).
+    is longer; shorter files are returned whole (the caller pads). With ``cache``, the window is a
+    slice of the file decoded once (:class:`~bestrq2.data.decode_cache.DecodeCache`): the same
+    samples for the same ``rng``.
     """
     try:
-        with sf.SoundFile(str(path)) as f:
-            sr, frames = int(f.samplerate), int(f.frames)
-            if frames <= 0 or sr <= 0:
-                raise AudioError(path, "empty")
-            if frames * sample_rate < min_samples * sr:
-                raise AudioError(path, "too short")
-            start, count = 0, frames
-            if crop_samples is not None:
-                need = math.ceil(crop_samples * sr / sample_rate)
-                if frames > need:
-                    rng = rng or np.random.default_rng()
-                    start, count = int(rng.integers(0, frames - need + 1)), need
-            if start:
-                f.seek(start)
-            # 16-bit and narrower PCM is read as int16 and scaled as libsndfile scales it (x / 32768): the
-            # same floats, at less decoding cost, and integers cannot be non-finite
-            integer = f.subtype in _INT16_SUBTYPES
-            data = f.read(count, dtype="int16" if integer else "float32", always_2d=True)  # [n, channels]
+        if cache is not None:
+            samples, sr = cache.load(path)
+            start, count = _window(path, len(samples), sr, sample_rate, crop_samples, rng, min_samples)
+            data, integer = np.asarray(samples[start : start + count]), samples.dtype == np.int16
+        else:
+            with sf.SoundFile(str(path)) as f:
+                sr = int(f.samplerate)
+                start, count = _window(path, int(f.frames), sr, sample_rate, crop_samples, rng, min_samples)
+                if start:
+                    f.seek(start)
+                # 16-bit and narrower PCM is read as int16 and scaled as libsndfile scales it (x / 32768):
+                # the same floats, at less decoding cost, and integers cannot be non-finite
+                integer = f.subtype in INT16_SUBTYPES
+                data = f.read(count, dtype="int16" if integer else "float32", always_2d=True)  # [n, channels]
     except AudioError:
         raise
     except Exception as e:  # soundfile raises several types for corrupt or unknown files
@@ -77,6 +77,24 @@ def load_audio(
     if check_silence and float(np.abs(x).max(initial=0.0)) < SILENCE_PEAK:
         raise AudioError(path, "silent")
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _window(
+    path: str | Path, frames: int, sr: int, sample_rate: int, crop_samples: int | None,
+    rng: np.random.Generator | None, min_samples: int,
+) -> tuple[int, int]:  # fmt: skip
+    """(start, count) in the file's own samples: the whole file, or a random window that resamples to
+    ``crop_samples``; raises AudioError for an empty or too short file."""
+    if frames <= 0 or sr <= 0:
+        raise AudioError(path, "empty")
+    if frames * sample_rate < min_samples * sr:
+        raise AudioError(path, "too short")
+    if crop_samples is not None:
+        need = math.ceil(crop_samples * sr / sample_rate)
+        if frames > need:
+            rng = rng or np.random.default_rng()
+            return int(rng.integers(0, frames - need + 1)), need
+    return 0, frames
 
 
 def silent_fraction(x: np.ndarray, sample_rate: int, silence_db: float) -> float:

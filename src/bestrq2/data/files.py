@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from bestrq2.config import DataConfig
 from bestrq2.data.audio import AudioError, choose_crop, load_audio
+from bestrq2.data.decode_cache import DecodeCache
 
 MAX_ATTEMPTS = 32
 
@@ -90,6 +91,7 @@ class CropDataset(Dataset):
         self.min_samples = max(1, int(round(cfg.min_seconds * sample_rate)))
         self.seed = seed
         self._bad: dict[str, str] = {}  # per worker: files known to be unusable
+        self.cache = DecodeCache(cfg.decode_cache) if cfg.decode_cache else None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -98,9 +100,9 @@ class CropDataset(Dataset):
         """One random crop, or the energy-aware choice among ``crop_attempts`` (see :func:`choose_crop`)."""
         cfg = self.cfg
         if cfg.crop_attempts == 1:
-            return load_audio(path, self.sample_rate, self.crop, rng, self.min_samples), 0
+            return load_audio(path, self.sample_rate, self.crop, rng, self.min_samples, cache=self.cache), 0
         return choose_crop(
-            lambda _i: load_audio(path, self.sample_rate, self.crop, rng, self.min_samples),
+            lambda _i: load_audio(path, self.sample_rate, self.crop, rng, self.min_samples, cache=self.cache),
             self.crop, cfg.crop_attempts, cfg.max_silent_fraction, cfg.silence_db, self.sample_rate,
         )  # fmt: skip
 
