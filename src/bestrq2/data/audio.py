@@ -46,9 +46,10 @@ def load_audio(
     """
     try:
         if cache is not None:
-            samples, sr = cache.load(path)
-            start, count = _window(path, len(samples), sr, sample_rate, crop_samples, rng, min_samples)
-            data, integer = np.asarray(samples[start : start + count]), samples.dtype == np.int16
+            audio = cache.load(path)
+            sr = audio.sample_rate
+            start, count = _window(path, audio.frames, sr, sample_rate, crop_samples, rng, min_samples)
+            data, integer = audio.read(start, count), audio.dtype == np.int16
         else:
             with sf.SoundFile(str(path)) as f:
                 sr = int(f.samplerate)
