@@ -335,8 +335,8 @@ class DataConfig:
     """A 25 ms frame is silent below this RMS level in dBFS."""
     decode_cache: str = ""
     """Folders of files only: a directory where each file is decoded once (to .npy at its own rate) and
-    its crops are memory-mapped after, the same samples as decoding every crop; worth it for FLAC, OGG
-    and MP3 on machines with few cores. Disk: 32 kB per second of 16 kHz 16-bit audio. "": off."""
+    each crop is then a raw read of its bytes, the same samples as decoding every crop; worth it for
+    FLAC, OGG and MP3 on machines with few cores. Disk: 32 kB per second of 16 kHz 16-bit audio. "": off."""
 
     def validate(self) -> None:
         _check(self.crop_seconds > 0, "data.crop_seconds must be positive")

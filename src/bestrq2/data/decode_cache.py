@@ -5,8 +5,8 @@ that is CPU the trainer needs (``benchmarks/run_throughput.py``). With ``data.de
 read of a file decodes all of it, at its own rate and channels, to ``DIR/<key>.npy`` (int16 for
 16-bit and narrower PCM, else float32: the exact values a seek-and-read would return) beside its rate
 (``<key>.rate``, written first), each written to a temporary name and renamed, so loader workers that
-race on one file never see half of it. Later reads take only the crop's bytes from the .npy. The key hashes the file's absolute path, size and modification time,
-so an edited file is decoded again. Disk: 2 bytes a sample of 16-bit audio (32 kB a second at 16 kHz).
+race on one file never see half of it. Later reads take only the crop's bytes from the .npy. The key
+hashes the file's absolute path, size and modification time, so an edited file is decoded again. Disk: 2 bytes a sample of 16-bit audio (32 kB a second at 16 kHz).
 """
 
 from __future__ import annotations
