@@ -5,6 +5,7 @@ normalisation, energy-aware crops, inference chunks."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -198,6 +199,56 @@ def test_each_codebook_gets_its_own_normalisation():
     assert torch.equal(shifted[:, 0], codes[:, 0]) and not torch.equal(shifted[:, 1], codes[:, 1])
     with pytest.raises(ConfigError, match="2 entries for 3 codebooks"):
         QuantizerConfig(num_codebooks=3, codebook_norms=("patch", "global")).validate()
+
+
+def _codes_by_hand(x: torch.Tensor, proj: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """argmax_k cos(patch-normalised x P, c_k) for one projection [in, d] and codebook [V, d]."""
+    x = (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-5)
+    return (torch.nn.functional.normalize(x @ proj, dim=-1) @ codebook.T).argmax(-1)
+
+
+def test_one_band_keeps_the_single_codebook_targets():
+    q = RandomProjectionQuantizer(QuantizerConfig(codebook_size=64), 512, FrontendConfig())
+    assert q.projection.shape == (1, 512, 16) and q.codebook.shape == (1, 64, 16)
+    x = torch.randn(300, 512) * 20 - 30
+    assert torch.equal(q(x)[:, 0], _codes_by_hand(x, q.projection[0], q.codebook[0]))
+
+
+def test_bands_quantise_each_mel_band_on_its_own():
+    cfg = QuantizerConfig(codebook_size=64, bands=4, num_codebooks=2)
+    q = RandomProjectionQuantizer(cfg, 512, FrontendConfig())
+    assert cfg.num_targets == 8 and q.projection.shape == (8, 128, 16) and q.codebook.shape == (8, 64, 16)
+    x = torch.randn(300, 512) * 20 - 30  # a 128-mel x 4-frame patch, mel-major: band b = x[:, 128b : 128(b+1)]
+    codes = q(x)
+    assert codes.shape == (300, 8)
+    for t in range(8):
+        band = x[:, (t // 2) * 128 : (t // 2 + 1) * 128]
+        assert torch.equal(codes[:, t], _codes_by_hand(band, q.projection[t], q.codebook[t]))
+    # editing the lowest band moves its codes only; a level shift of one band moves nothing (per-band norm)
+    edited = x.clone()
+    edited[:, :128] = torch.randn(300, 128) * 20
+    moved = q(edited)
+    assert not torch.equal(moved[:, :2], codes[:, :2]) and torch.equal(moved[:, 2:], codes[:, 2:])
+    shifted = x.clone()
+    shifted[:, 128:256] += 25.0
+    assert torch.equal(q(shifted), codes)
+    assert codes.unique().numel() > 32  # the band codebooks are used, not collapsed
+
+
+def test_bands_must_divide_the_patch_and_train_end_to_end():
+    with pytest.raises(ConfigError, match="must divide the patch's 16 mel bands"):
+        micro_config(quantizer__bands=3)
+    with pytest.raises(ConfigError, match="bands must be >= 1"):
+        QuantizerConfig(bands=0).validate()
+    for method in ("bestrq2", "bestrq-vit"):
+        cfg = micro_config(quantizer__bands=4)
+        cfg.method = method
+        obj = build_objective(cfg.validate())
+        assert len(obj.heads.heads) == 4
+        S = int(cfg.data.crop_seconds * cfg.frontend.sample_rate)
+        wav, lengths = torch.randn(2, S) * 0.1, torch.tensor([S, S // 2])
+        out = obj(wav, lengths, sample_batch_masks(cfg, lengths, S, mask_generator(0, 0, 0)))
+        assert torch.isfinite(out["loss"]) and out["loss"].item() == pytest.approx(math.log(256), rel=0.2)
 
 
 # ----------------------------------------------------------------------------- energy-aware crops

@@ -170,6 +170,11 @@ class QuantizerConfig:
     """Dimension of the projected space."""
     num_codebooks: int = 1
     """Independent codebooks (one prediction head each)."""
+    bands: int = 1
+    """Split each patch's mel axis into this many equal bands, each quantised on its own by
+    ``num_codebooks`` codebooks of its own (``bands x num_codebooks`` targets per patch). With
+    full-band patches one code of the whole 128-mel patch keeps little of where the energy sits in
+    frequency; band codes keep it, as the reference's 16-mel patches did (results/recipe/README.md)."""
     norm: QuantizerNorm = "patch"
     """Input normalisation before projection: 'none' (reference code), 'patch' (each patch to zero
     mean, unit variance) or 'global' (the frontend's fixed norm_mean/norm_std). Chosen by measured
@@ -185,9 +190,15 @@ class QuantizerConfig:
         """The input normalisation of each codebook."""
         return self.codebook_norms or (self.norm,) * self.num_codebooks
 
+    @property
+    def num_targets(self) -> int:
+        """Codes per patch: ``bands x num_codebooks``, band-major (target ``b * num_codebooks + c``)."""
+        return self.bands * self.num_codebooks
+
     def validate(self) -> None:
         _check(self.codebook_size >= 2, "quantizer.codebook_size must be >= 2")
         _check(self.code_dim >= 1 and self.num_codebooks >= 1, "quantizer dims must be positive")
+        _check(self.bands >= 1, "quantizer.bands must be >= 1")
         _check(
             not self.codebook_norms or len(self.codebook_norms) == self.num_codebooks,
             f"quantizer.codebook_norms has {len(self.codebook_norms)} entries for {self.num_codebooks} codebooks",
@@ -431,6 +442,11 @@ class Config:
         _check(
             not (self.method == "audiojepa" and self.optim.ema_decay > 0),
             "optim.ema_decay: audiojepa's target encoder already is an EMA (set jepa.momentum_*)",
+        )
+        patch_freq = self.frontend.n_mels if self.method == "bestrq-conformer" else self.frontend.patch_freq
+        _check(
+            self.method == "audiojepa" or patch_freq % self.quantizer.bands == 0,
+            f"quantizer.bands={self.quantizer.bands} must divide the patch's {patch_freq} mel bands",
         )
         if self.method == "bestrq-conformer":  # rotary positions over frames
             _check((self.encoder.width // self.encoder.heads) % 4 == 0, "bestrq-conformer needs a head dim divisible by 4")

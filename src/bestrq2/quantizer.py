@@ -4,6 +4,10 @@ code = argmax_k cos(normalise(x) P, c_k): a Xavier-uniform projection P [in, d] 
 of N(0, 1) rows, L2-normalised, both seeded buffers that are saved with the checkpoint and
 never trained. The input normalisation matters: raw dB patches are large and negative, so
 x P is dominated by the patch mean and few codes are used (see benchmarks/README.md).
+
+With ``bands`` > 1 each patch (mel-major, [patch_freq, patch_time]) is cut into equal mel bands and
+every band is normalised and quantised on its own: target ``b * num_codebooks + c`` is codebook ``c``
+of band ``b``, with its own projection [in / bands, d] and codebook.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ class RandomProjectionQuantizer(nn.Module):
         self.cfg = cfg
         self.input_dim = input_dim
         self.global_mean, self.global_std = frontend.norm_mean, frontend.norm_std
+        if input_dim % cfg.bands:
+            raise ValueError(f"quantizer.bands={cfg.bands} does not divide the patch size {input_dim}")
         g = torch.Generator().manual_seed(cfg.seed)
-        C, d, V = cfg.num_codebooks, cfg.code_dim, cfg.codebook_size
-        bound = math.sqrt(6.0 / (input_dim + d))  # Xavier uniform
-        proj = (torch.rand(C, input_dim, d, generator=g) * 2 - 1) * bound
-        codebook = F.normalize(torch.randn(C, V, d, generator=g), dim=-1)
-        self.register_buffer("projection", proj, persistent=True)  # [C, in, d]
-        self.register_buffer("codebook", codebook, persistent=True)  # [C, V, d]
+        T, d, V = cfg.num_targets, cfg.code_dim, cfg.codebook_size
+        band_dim = input_dim // cfg.bands
+        bound = math.sqrt(6.0 / (band_dim + d))  # Xavier uniform
+        proj = (torch.rand(T, band_dim, d, generator=g) * 2 - 1) * bound
+        codebook = F.normalize(torch.randn(T, V, d, generator=g), dim=-1)
+        self.register_buffer("projection", proj, persistent=True)  # [T, in / bands, d]
+        self.register_buffer("codebook", codebook, persistent=True)  # [T, V, d]
 
     def normalise(self, x: Tensor, norm: str | None = None) -> Tensor:
         norm = norm or self.cfg.norm
@@ -41,18 +48,21 @@ class RandomProjectionQuantizer(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        """[..., input_dim] -> codes [..., num_codebooks] (long); codebook c sees its own normalisation."""
+        """[..., input_dim] -> codes [..., bands * num_codebooks] (long); codebook c sees its own
+        normalisation, of its band only."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x = x.float()
-            norms = self.cfg.norms
+            bands, norms = self.cfg.bands, self.cfg.norms
+            x = x.float().unflatten(-1, (bands, self.input_dim // bands))  # [..., bands, in / bands]
             if len(set(norms)) == 1:
-                z = torch.einsum("...i,cid->...cd", self.normalise(x, norms[0]), self.projection)  # [..., C, d]
+                xs = self.normalise(x, norms[0])
+                xs = xs.repeat_interleave(len(norms), dim=-2) if len(norms) > 1 else xs  # [..., T, in / bands]
             else:
                 cached: dict[str, Tensor] = {}
-                xs = torch.stack([cached.setdefault(n, self.normalise(x, n)) for n in norms], dim=-2)  # [..., C, in]
-                z = torch.einsum("...ci,cid->...cd", xs, self.projection)
+                per_norm = [cached.setdefault(n, self.normalise(x, n)) for n in norms]  # each [..., bands, in / bands]
+                xs = torch.stack(per_norm, dim=-2).flatten(-3, -2)  # [..., bands * C, in / bands], band-major
+            z = torch.einsum("...ti,tid->...td", xs, self.projection)  # [..., T, d]
             z = F.normalize(z, dim=-1)
-            sim = torch.einsum("...cd,cvd->...cv", z, self.codebook)  # [..., C, V]
+            sim = torch.einsum("...td,tvd->...tv", z, self.codebook)  # [..., T, V]
             return sim.argmax(-1)
 
 

@@ -173,15 +173,15 @@ def _add_targets(sf: StepFlops, cfg: Config, rows: int, input_dim: int) -> None:
     q = cfg.quantizer
     sf.add(
         "quantizer",
-        linear(rows, input_dim, q.code_dim * q.num_codebooks)
-        + linear(rows, q.code_dim, q.codebook_size) * q.num_codebooks,
+        linear(rows, input_dim // q.bands, q.code_dim) * q.num_targets
+        + linear(rows, q.code_dim, q.codebook_size) * q.num_targets,
         1,
     )
 
 
 def _add_heads(sf: StepFlops, cfg: Config, rows: int, width: int) -> None:
     q = cfg.quantizer
-    sf.add("heads", linear(rows, width, q.codebook_size) * q.num_codebooks, 3)
+    sf.add("heads", linear(rows, width, q.codebook_size) * q.num_targets, 3)
 
 
 def _add_frontend(sf: StepFlops, cfg: Config, batch: int, num_samples: int) -> None:

@@ -314,10 +314,21 @@ def target_stats(checkpoint: Path, suite: Suite, cfg: EvalConfig, progress: bool
     objective.load_state_dict(ckpt["model"])
     if not hasattr(objective, "quantizer"):
         return {"note": f"method {tcfg.method} has no quantizer targets"}
+    return {"method": tcfg.method, "step": int(ckpt["step"])} | objective_target_stats(
+        objective, tcfg.frontend.sample_rate, suite, cfg, progress
+    )
+
+
+def objective_target_stats(
+    objective: nn.Module, sample_rate: int, suite: Suite, cfg: EvalConfig, progress: bool = True
+) -> dict[str, Any]:
+    """Code usage of ``objective``'s quantizer over the suite's clips, and how much of each task the
+    targets alone carry: the probe and kNN on each clip's normalised histogram of codes (every
+    codebook whose histogram fits in :data:`BAG_MAX_DIM`). Needs no training: the quantizer is frozen."""
     objective.eval()
     C, V = objective.quantizer.codebook.shape[:2]
     k = max(1, min(int(C), BAG_MAX_DIM // int(V)))
-    counter = CodeCounts(objective, tcfg.frontend.sample_rate, k)
+    counter = CodeCounts(objective, sample_rate, k)
     paths = [suite.root / p for p in suite.clip_paths()]
     counts, _ = embed_clips(
         lambda: counter, "", paths, None, cfg.device, None, cfg.batch_seconds, cfg.workers, progress
@@ -333,8 +344,7 @@ def target_stats(checkpoint: Path, suite: Suite, cfg: EvalConfig, progress: bool
     clip_tasks = [t for t in suite.tasks if t.kind == "clip"]
     bag = _score_all(clip_tasks, bags, suite.root, counter.hop_size_in_ms, cfg)
     return {
-        "method": tcfg.method, "step": int(ckpt["step"]), "codebooks": int(C), "codebook_size": int(V),
-        "tokens": float(totals[0].sum()),
+        "codebooks": int(C), "codebook_size": int(V), "tokens": float(totals[0].sum()),
         "codes_used": float(used.mean()), "perplexity": float(ent.exp().mean()),
         "top_code_share": float(p.max(1).values.mean()),
         "per_codebook": {"codes_used": used.tolist(), "perplexity": ent.exp().tolist(),

@@ -44,7 +44,7 @@ def register(name: str) -> Callable[[Callable[[Config], nn.Module]], Callable[[C
 
 
 def _code_heads(cfg: Config, width: int) -> CodeHeads:
-    return CodeHeads(width, cfg.quantizer.num_codebooks, cfg.quantizer.codebook_size)
+    return CodeHeads(width, cfg.quantizer.num_targets, cfg.quantizer.codebook_size)
 
 
 def _weight_ema(cfg: Config, encoder: nn.Module) -> WeightEMA | None:
