@@ -58,7 +58,7 @@ VARIANTS |= {
     "r+globaltargets": RECIPE + ["quantizer.norm=global"],
     "r+ema": RECIPE + ["optim.ema_decay=0.995"],  # time constant 200 steps: a fifth of the run
 }
-TINY = VARIANTS["r+block2x"]  # the tiny preset
+TINY = VARIANTS["r+block2x"]  # the tiny preset until sub-band targets (t+bands8) joined it
 # on top of tiny: QK-norm and RMSNorm are meant to allow higher learning rates than the LayerNorm
 # blocks that lr 1e-3 hurt (m80lr1e3)
 VARIANTS["t+lr1e3"] = TINY + ["optim.lr=1e-3"]
@@ -69,7 +69,7 @@ VARIANTS["t+rep4"] = TINY + ["mask.repeats=4"]
 # sub-band targets: each mel band of the full-band patch quantised on its own (quantizer.bands); the
 # bag-of-codes probe of these targets (scripts/target_information.py) is 0.45-0.48 against 0.33
 VARIANTS["t+bands4"] = TINY + ["quantizer.bands=4"]
-VARIANTS["t+bands8"] = TINY + ["quantizer.bands=8", "quantizer.codebook_size=256"]
+VARIANTS["t+bands8"] = TINY + ["quantizer.bands=8", "quantizer.codebook_size=256"]  # the tiny preset since stop 20
 VARIANTS["t+bands16"] = TINY + ["quantizer.bands=16", "quantizer.codebook_size=256"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 

@@ -32,7 +32,7 @@ def test_every_preset_trains_one_step(preset):
     out = model(wav, lengths, masks)
     assert out["loss"].isfinite()
     n_real = int((~masks.mask_pad).sum())
-    assert out["targets"].shape == (n_real, cfg.quantizer.num_codebooks)
+    assert out["targets"].shape == (n_real, cfg.quantizer.num_targets)
     out["loss"].backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad), "every trained parameter gets a gradient"
 

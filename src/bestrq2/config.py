@@ -589,13 +589,15 @@ def tiny_ref() -> Config:
 def _recipe(c: Config) -> Config:
     """The changes that made pretraining beat its random-init floor at demo scale (results/recipe/):
     full-band 128 x 4 patches (one token per 156 ms, no frequency axis to pool) with rotary positions over
-    time, blocks that start near the identity (LayerScale 0.1), 80 % masking, and RMSNorm + SwiGLU +
-    QK-norm blocks (the predictor follows)."""
+    time, blocks that start near the identity (LayerScale 0.1), 80 % masking, RMSNorm + SwiGLU +
+    QK-norm blocks (the predictor follows), and sub-band targets: 8 mel bands of 16 mels, each with
+    its own 256-code codebook, so that a full-band token's targets keep where its energy sits."""
     c.frontend.patch_freq, c.frontend.patch_time = c.frontend.n_mels, 4
     c.encoder.positions = "rope"
     c.encoder.layer_scale = 0.1
     c.encoder.norm, c.encoder.mlp, c.encoder.qk_norm = "rmsnorm", "swiglu", True
     c.mask.ratio_min, c.mask.ratio_max = 0.75, 0.85
+    c.quantizer.bands, c.quantizer.codebook_size = 8, 256
     return c
 
 
