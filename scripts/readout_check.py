@@ -1,0 +1,67 @@
+"""Readout check: the probe on centred / z-scored features and with 50 epochs, beside the protocol's.
+
+    python scripts/readout_check.py EXPORT random:EXPORT logmel
+
+Diagnostic only (the centring uses the suite's own mean): it asks whether the readout or the
+features hold the gap between a pretrained encoder and its random floor (results/recipe/README.md).
+"""
+
+import sys
+
+import numpy as np
+import torch
+
+from bestrq2.evaluation.embeddings import default_cache_dir, embed_clips
+from bestrq2.evaluation.models import resolve_model
+from bestrq2.evaluation.probe import ProbeConfig
+from bestrq2.evaluation.report import aggregate
+from bestrq2.evaluation.runner import EvalConfig, score_task
+from bestrq2.evaluation.tasks import load_suite
+
+suite = load_suite("data/suite")
+paths = [suite.root / p for p in suite.clip_paths()]
+torch.set_num_threads(1)
+
+
+def frames_of(spec):
+    m = resolve_model(spec)
+    fr, _ = embed_clips(m.build, m.key, paths, default_cache_dir(), "cpu", None, 120.0, 2, False)
+    return fr, m
+
+
+def overall(frames, hop, cfg):
+    res = {t.name: score_task(t, frames, suite.root, hop, cfg) for t in suite.tasks}
+    _, o = aggregate(res)
+    return o["mlp"], o["knn"], {k: round(v["mlp"], 3) for k, v in res.items()}
+
+
+def transform(frames, kind):
+    if kind == "id":
+        return frames
+    X = np.stack([f.mean(0) for f in frames.values()])
+    mu, sd = X.mean(0), X.std(0) + 1e-6
+    if kind == "center":
+        return {p: f - mu for p, f in frames.items()}
+    if kind == "z":
+        return {p: (f - mu) / sd for p, f in frames.items()}
+
+
+def geom(frames):
+    X = np.stack([f.mean(0) for f in frames.values()]).astype(np.float64)
+    Xn = (X - X.mean(1, keepdims=True)) / X.std(1, keepdims=True)  # probe's LayerNorm
+    mu = Xn.mean(0)
+    shared = (mu**2).sum() / ((Xn - mu) ** 2).sum(1).mean()
+    s = np.linalg.svd(Xn - mu, compute_uv=False) ** 2
+    top = s[:5] / s.sum()
+    return dict(shared_over_varying=round(float(shared), 2), top5_var=[round(float(t), 3) for t in top])
+
+
+for spec in sys.argv[1:]:
+    fr, m = frames_of(spec)
+    hop = 156.25
+    print(spec, geom(fr))
+    for kind in ["id", "center", "z"]:
+        for ep in [10, 50]:
+            cfg = EvalConfig(probe=ProbeConfig(epochs=ep))
+            mlp, knn, per = overall(transform(fr, kind), hop, cfg)
+            print(f"  {kind:6s} ep{ep:3d} probe {mlp:.3f} knn {knn:.3f} {per}", flush=True)
