@@ -15,7 +15,7 @@
 # The shards were just written, so they are read from the page cache: this measures decoding, cropping and
 # collation, not the disk.
 # Variables: OUT, WORK (/tmp/bestrq2-gpu-bench), AUDIO, BATCH (256), WORKERS (16), PRESET (base), PRESETS
-# (tiny,small,base), MAXBATCH_LIMIT_GIB
+# (tiny,small,base), LOADER_KINDS (pcm16 flac files), MAXBATCH_LIMIT_GIB
 # (default: 79.0 on cards with more than 80 GiB, to answer "fits in 80 GB" on an H200; empty: the whole card).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,7 @@ BATCH="${BATCH:-256}"
 PRESET="${PRESET:-base}"          # smoke test on a CPU: PRESET=tiny PRESETS=tiny BATCH=4 WORKERS=2
 PRESETS="${PRESETS:-tiny,small,base}"
 WORKERS="${WORKERS:-16}"
+LOADER_KINDS="${LOADER_KINDS:-pcm16 flac files}"   # loader inputs: PCM16 shards, FLAC shards, the files themselves
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT" "$WORK"
 
@@ -61,7 +62,7 @@ maxbatch() {
   if [ -z "${MAXBATCH_LIMIT_GIB+x}" ]; then
     limit=$("$PY" -c "import torch; t = torch.cuda.get_device_properties(0).total_memory / 2**30; print(79.0 if t > 80.5 else '')")
   fi
-  "${B[@]}" --preset "$PRESET" --find-max-batch --both-checkpointing --max-batch-start 256 --max-batch-step 64 \
+  "${B[@]}" --preset "$PRESET" --find-max-batch --both-checkpointing --max-batch-start "${MAXBATCH_START:-256}" --max-batch-step "${MAXBATCH_STEP:-64}" \
     ${limit:+--memory-limit-gib "$limit"} --json "$OUT/maxbatch.json"
 }
 
@@ -90,23 +91,25 @@ make_shards() {  # SRC FORMAT DIR: about 4 shards per loader worker (fewer shard
   n=$("$PY" -c "import sys; from bestrq2.data import list_audio; print(len(list_audio(sys.argv[1])))" "$1")
   per=$(( n / (4 * WORKERS) ))
   [ "$per" -ge 1 ] || per=1
-  "$PY" -m bestrq2.cli data shard "$1" --out "$3" --format "$2" --clips-per-shard "$per" --workers 8 --no-progress >&2
+  "$PY" -m bestrq2.cli data shard "$1" --out "$3" --format "$2" --clips-per-shard "$per" --workers "$WORKERS" --no-progress >&2
 }
 
 loader() {
   header "data loader alone: $WORKERS workers, batch $BATCH, $PRESET crop"
   local src; src=$(audio_source)
   echo "audio: $src"
-  make_shards "$src" pcm16 "$WORK/shards_pcm16"
-  make_shards "$src" flac "$WORK/shards_flac"
   local cmp=()
   [ -f "$OUT/throughput_eager.json" ] && cmp+=(--compare-json "$OUT/throughput_eager.json")
   [ -f "$OUT/throughput_compile.json" ] && cmp+=(--compare-json "$OUT/throughput_compile.json")
-  for kind in pcm16 flac; do
+  for kind in $LOADER_KINDS; do
+    if [ "$kind" = files ]; then
+      "${B[@]}" --preset "$PRESET" --batch-size "$BATCH" --loader "$src" --workers "$WORKERS" --batches 30 --json "$OUT/loader_files.json"
+      continue
+    fi
+    make_shards "$src" "$kind" "$WORK/shards_$kind"
     "${B[@]}" --preset "$PRESET" --batch-size "$BATCH" --loader "$WORK/shards_$kind" --workers "$WORKERS" --batches 60 \
       "${cmp[@]}" --json "$OUT/loader_$kind.json"
   done
-  "${B[@]}" --preset "$PRESET" --batch-size "$BATCH" --loader "$src" --workers "$WORKERS" --batches 30 --json "$OUT/loader_files.json"
   if [ "${#cmp[@]}" -eq 0 ]; then
     echo "no model figures in $OUT yet: run 'bash benchmarks/gpu.sh throughput' first to compare (or --with-model)"
   fi

@@ -83,3 +83,18 @@ def test_loader_alone_and_compared(real_corpus: Path, tmp_path: Path, capsys: py
     assert r["kind"] == "files" and r["workers"] == 1 and r["batch_size"] == 4 and r["warmup_batches"] == 1
     assert r["clips_per_s"] > 0 and r["audio_s_per_s"] == pytest.approx(r["clips_per_s"] * 2.5)
     assert 0 < r["real_audio_fraction"] <= 1
+
+
+@pytest.mark.integration
+def test_loader_reads_shards_as_shards(real_corpus: Path, tmp_path: Path):
+    """A shard folder is timed through the shard reader (it once fell back to listing audio files and failed)."""
+    from bestrq2.data.shard_writer import write_shards
+
+    shards = tmp_path / "shards"
+    write_shards(real_corpus, shards, "pcm16", clips_per_shard=8, progress=False)
+    out = tmp_path / "l.json"
+    rc = main(["benchmark", *MICRO, "--batch-size", "4", "--loader", str(shards), "--workers", "1",
+               "--batches", "2", "--json", str(out)])  # fmt: skip
+    assert rc == 0
+    r = json.loads(out.read_text())["loader"]
+    assert r["kind"] == "shards" and r["clips_per_s"] > 0

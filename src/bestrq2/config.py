@@ -613,6 +613,14 @@ def tiny() -> Config:
 
 
 @register
+def small_2x() -> Config:
+    """The ``small`` encoder (384 wide, 12 blocks) with the recipe of ``tiny``: a GPU run of minutes."""
+    c = _recipe(small())
+    c.preset = "small-2x"
+    return c
+
+
+@register
 def base_2x() -> Config:
     """The ``base`` encoder (ViT-B: 768 wide, 12 blocks) with the recipe of ``tiny``, for GPU users; ``base``
     stays the paper's reference configuration."""

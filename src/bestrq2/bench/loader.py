@@ -1,7 +1,7 @@
 """Throughput of the training data loader alone (no model): clips/s and audio seconds/s.
 
 The loader is the one ``bestrq2.training.loop`` builds for rank 0 of 1: ``bestrq2.data.build_loader`` for a
-folder or manifest, ``bestrq2.data.shards.build_shard_loader`` for tar shards. Time to the first batch
+folder or manifest, ``bestrq2.data.shard_reader.build_shard_loader`` for tar shards. Time to the first batch
 (worker start-up, shuffle buffers) is reported apart; the rate is measured after the first
 ``warmup`` batches (by default one per worker: the batches the workers prepared in parallel while
 starting) over ``batches`` more, consumed as fast as they come.
@@ -15,19 +15,16 @@ import time
 import torch
 
 from bestrq2.config import Config
+from bestrq2.data.files import build_loader, list_audio
+from bestrq2.data.shard_reader import build_shard_loader
+from bestrq2.data.shards import is_shard_source
 
 
 def build_training_loader(source: str, cfg: Config, batch_size: int, pin_memory: bool = False):  # noqa: ANN201
     """The loader ``bestrq2.training.loop`` would read on rank 0 of 1, and whether it reads shards."""
     where = (cfg.data, cfg.frontend.sample_rate, batch_size, 0, 1, cfg.train.seed, (0, 0))
-    try:
-        from bestrq2.data.shards import build_shard_loader, is_shard_source
-    except ImportError:  # shards not available in this version
-        build_shard_loader, is_shard_source = None, None
-    if is_shard_source is not None and is_shard_source(source):
+    if is_shard_source(source):
         return build_shard_loader(source, *where, pin_memory=pin_memory), True
-    from bestrq2.data.files import build_loader, list_audio
-
     return build_loader(list_audio(source, cfg.data.extensions), *where, pin_memory=pin_memory), False
 
 
