@@ -11,7 +11,13 @@
 # comes back. Results: $OUT/bench.tgz (JSON + logs + configs) and $OUT/w/*.safetensors (packed weights).
 #
 #   (once, here)  python scripts/carry_corpus.py data/corpus .carry/corpus --budget-mib 46
-#   (device)      bash benchmarks/gpu_lease.sh            with .carry and .whl carried
+#                 python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#                   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+#                   --platform manylinux2014_x86_64 -d .whl soundfile==0.14.0 soxr cffi pycparser
+#   (device)      python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \
+#                   && PYTHONPATH=/tmp/site bash benchmarks/gpu_lease.sh          (.carry and .whl carried)
+#   then here:    tar xzf OUT/bench.tgz; python scripts/weights_transport.py unpack OUT/w/seed0 models/s2x-0 (and seed1),
+#                 bestrq2 evaluate models/s2x-0 random:models/s2x-0:0 logmel --suite data/suite
 #   (CPU smoke)   SMOKE=1 OUT=/tmp/lease bash benchmarks/gpu_lease.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -71,6 +71,15 @@ VARIANTS["t+rep4"] = TINY + ["mask.repeats=4"]
 VARIANTS["t+bands4"] = TINY + ["quantizer.bands=4"]
 VARIANTS["t+bands8"] = TINY + ["quantizer.bands=8", "quantizer.codebook_size=256"]  # the tiny preset since stop 20
 VARIANTS["t+bands16"] = TINY + ["quantizer.bands=16", "quantizer.codebook_size=256"]
+
+# on top of the tiny preset (t+bands8): how long a crop, how many masked, what the targets keep
+TINY8 = VARIANTS["t+bands8"]
+VARIANTS["t8+crop2.5"] = TINY8 + ["data.crop_seconds=2.5", "train.batch_size=32"]  # same tokens per step
+VARIANTS["t8+mask60"] = TINY8 + ["mask.ratio_min=0.5", "mask.ratio_max=0.7"]
+VARIANTS["t8+pglobal"] = TINY8 + ["quantizer.num_codebooks=2", "quantizer.codebook_norms=patch,global"]
+VARIANTS["t8+ppatch"] = TINY8 + ["quantizer.num_codebooks=2"]  # pglobal's control: twice the targets, no level
+VARIANTS["t8+w384"] = TINY8 + ["encoder.width=384", "encoder.heads=6"]  # does the gain grow with width?
+VARIANTS["t8+d8"] = TINY8 + ["encoder.depth=8"]  # the encoder reads a fifth of the tokens: depth is cheap
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 

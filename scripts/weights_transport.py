@@ -88,7 +88,7 @@ def unpack(packdir: Path, export: Path) -> None:
     export.mkdir(parents=True, exist_ok=True)
     save_file(state, str(export / "model.safetensors"))
     cfg = json.loads((packdir / "config.json").read_text())
-    cfg.setdefault("provenance", {})["weights_transport"] = "int8 per output row, rebuilt to fp32"
+    cfg["weights_transport"] = "int8 per output row, rebuilt to fp32"  # provenance, beside method, step, ...
     (export / "config.json").write_text(json.dumps(cfg, indent=2))
     print(f"unpacked {len(state)} tensors to {export}")
 
