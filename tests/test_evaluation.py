@@ -331,6 +331,9 @@ def test_evaluate_and_compare_commands(suite, micro_export, tmp_path, capsys):
     assert "| **overall** |" in capsys.readouterr().out
     assert cli_main(["evaluate", "logmel", "--out", str(out / "logmel"), "--tasks", "pitch", *common]) == 0
     assert json.loads((out / "logmel" / "results.json").read_text())["tasks"].keys() == {"pitch"}
+    assert json.loads((out / "model" / "results.json").read_text())["protocol"]["probe"]["epochs"] == 10
+    assert cli_main(["evaluate", "logmel", "--out", str(out / "long"), "--tasks", "pitch", "--probe-epochs", "3", *common]) == 0
+    assert json.loads((out / "long" / "results.json").read_text())["protocol"]["probe"]["epochs"] == 3
     capsys.readouterr()
     assert (
         cli_main(["compare", str(out / "model"), str(out / "logmel" / "results.json"), "--out", str(out)])

@@ -33,9 +33,16 @@ def _eval_config(args: argparse.Namespace, layer: int | None = None):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return EvalConfig(
-        probe=ProbeConfig(seed=args.seed), device=device, layer=layer, batch_seconds=args.batch_seconds,
+        probe=ProbeConfig(seed=args.seed, epochs=args.probe_epochs), device=device, layer=layer, batch_seconds=args.batch_seconds,
         workers=args.workers,
     )  # fmt: skip
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -45,6 +52,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="audio decoding threads")
     p.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio per encoder batch (s)")
     p.add_argument("--seed", type=int, default=42, help="probe seed (X-ARES: 42)")
+    p.add_argument(
+        "--probe-epochs", type=_positive_int, default=10,
+        help="linear-probe epochs (X-ARES: 10). More reads what the protocol's short training leaves unread "
+        "on small tasks: a diagnostic beside the protocol, recorded in results.json, not a replacement",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
 
 
