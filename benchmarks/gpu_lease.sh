@@ -16,8 +16,7 @@
 #                   --platform manylinux2014_x86_64 -d .whl soundfile==0.14.0 soxr cffi pycparser
 #   (device)      python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \
 #                   && PYTHONPATH=/tmp/site bash benchmarks/gpu_lease.sh          (.carry and .whl carried)
-#   then here:    tar xzf OUT/bench.tgz; python scripts/weights_transport.py unpack OUT/w/seed0 models/s2x-0 (and seed1),
-#                 bestrq2 evaluate models/s2x-0 random:models/s2x-0:0 logmel --suite data/suite
+#   then here:    bash benchmarks/lease_results.sh FILES_AT     (figures, rebuilt exports, the suite's scores)
 #   (CPU smoke)   SMOKE=1 OUT=/tmp/lease bash benchmarks/gpu_lease.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
