@@ -28,8 +28,9 @@ CORPUS="${CORPUS:-.carry/corpus/manifest.jsonl}"
 PY="${PYTHON:-python3}"
 if [ "${SMOKE:-0}" = 1 ]; then  # the same flow on a CPU in a few minutes
   PRESET=tiny BATCH=4 RB=4 RSEC=20 WORKERS=2 SETS=(--set encoder.depth=1); BUDGET_S=100000
+  MB_ENV=(MAXBATCH_LIMIT_GIB=3)  # the CPU needs an emulated memory limit
 else
-  PRESET=base BATCH=256 RB="${RECIPE_BATCH:-64}" RSEC="${RECIPE_SECONDS:-150}" WORKERS=16 SETS=()
+  PRESET=base BATCH=256 RB="${RECIPE_BATCH:-64}" RSEC="${RECIPE_SECONDS:-150}" WORKERS=16 SETS=() MB_ENV=()
 fi
 RLR="${RECIPE_LR:-3e-4}"
 B="$OUT/b"; mkdir -p "$B" "$OUT/w" "$WORK"
@@ -106,7 +107,7 @@ part loader 100 env OUT="$B" WORK="$WORK" AUDIO="$CORPUS" BATCH="$BATCH" PRESET=
   LOADER_KINDS=pcm16 bash benchmarks/gpu.sh loader
 
 # 4. largest batch, 5. compile: last, each inside what is left
-part maxbatch 100 env OUT="$B" PRESET="$PRESET" MAXBATCH_START=512 MAXBATCH_STEP=128 ${SMOKE:+MAXBATCH_LIMIT_GIB=3} bash benchmarks/gpu.sh maxbatch
+part maxbatch 100 env OUT="$B" PRESET="$PRESET" MAXBATCH_START=512 MAXBATCH_STEP=128 "${MB_ENV[@]}" bash benchmarks/gpu.sh maxbatch
 part throughput-compile 120 "${BENCH[@]}" --preset "$PRESET" --batch-size "$BATCH" --steps 20 --warmup 12 --no-inference "${SETS[@]}" \
   --set parallel.compile=true --json "$B/throughput_compile.json"
 
