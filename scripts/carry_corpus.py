@@ -43,16 +43,20 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     budget, used, hours, kept = args.budget_mib * 2**20, 0, 0.0, []
     jobs = [(str(args.corpus / r["path"]), str(Path(r["path"]).with_suffix(".ogg"))) for r in rows]
+    step = 8 * args.workers  # files encoded per round; rounds stop once the budget is (nearly) spent
     with ProcessPoolExecutor(args.workers) as pool:
-        for row, (rel, data, seconds) in zip(rows, pool.map(encode, jobs, chunksize=4)):
-            if used + len(data) > budget:
-                continue  # a smaller file later may still fit
-            dst = args.out / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(data)
-            used += len(data)
-            hours += seconds / 3600
-            kept.append({**row, "path": rel})
+        for start in range(0, len(jobs), step):
+            if used > 0.99 * budget:
+                break
+            for row, (rel, data, seconds) in zip(rows[start:], pool.map(encode, jobs[start : start + step])):
+                if used + len(data) > budget:
+                    continue  # a smaller file later may still fit
+                dst = args.out / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(data)
+                used += len(data)
+                hours += seconds / 3600
+                kept.append({**row, "path": rel})
     (args.out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     by_domain: dict[str, float] = {}
     for r in kept:

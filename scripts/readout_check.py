@@ -47,7 +47,8 @@ def corpus_mean(encoder, corpus="data/corpus/manifest.jsonl", clips=256, seconds
     pick = np.random.default_rng(seed).choice(len(files), min(clips, len(files)), replace=False)
     total, n = 0.0, 0
     for i in pick:
-        x = load_audio(files[i], 16000, int(seconds * 16000), np.random.default_rng(int(i)))
+        sr = encoder.sampling_rate
+        x = load_audio(files[i], sr, int(seconds * sr), np.random.default_rng(int(i)))
         f = encoder(torch.from_numpy(x)[None])[0].double()  # [T', D]
         total, n = total + f.sum(0), n + f.shape[0]
     return (total / n).float().numpy()
