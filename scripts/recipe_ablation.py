@@ -80,6 +80,19 @@ VARIANTS["t8+pglobal"] = TINY8 + ["quantizer.num_codebooks=2", "quantizer.codebo
 VARIANTS["t8+ppatch"] = TINY8 + ["quantizer.num_codebooks=2"]  # pglobal's control: twice the targets, no level
 VARIANTS["t8+w384"] = TINY8 + ["encoder.width=384", "encoder.heads=6"]  # does the gain grow with width?
 VARIANTS["t8+d8"] = TINY8 + ["encoder.depth=8"]  # the encoder reads a fifth of the tokens: depth is cheap
+# stop 23: masked spans long enough that a neighbour cannot be copied (625 ms, 1.25 s): does predicting far
+# from any visible token push clip-level properties into the encoder?
+VARIANTS["t8+span4"] = TINY8 + ["mask.kind=time", "mask.span=4"]
+VARIANTS["t8+span8"] = TINY8 + ["mask.kind=time", "mask.span=8"]
+VARIANTS["t8+pred1"] = TINY8 + ["predictor.depth=1"]  # a weaker predictor leaves more of the work to the encoder
+# a local predictor: each masked slot sees only the nearest visible token(s) on either side, so whatever it
+# needs from farther away must come through the encoder (the encoder of tiny did not use context at all)
+VARIANTS["t8+local1"] = TINY8 + ["predictor.neighbours=1"]
+VARIANTS["t8+local2"] = TINY8 + ["predictor.neighbours=2"]
+# long masked spans with a local predictor: a masked step up to seconds away from the visible chunk sees only
+# the chunk's edge token, which must then carry what the chunk says about the clip
+VARIANTS["t8+span4local1"] = VARIANTS["t8+span4"] + ["predictor.neighbours=1"]
+VARIANTS["t8+span8local1"] = VARIANTS["t8+span8"] + ["predictor.neighbours=1"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 

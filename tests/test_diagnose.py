@@ -173,7 +173,16 @@ def test_diagnose_run_and_export(suite, run_and_export, tmp_path, capsys):
     b = t["bag_of_codes"]
     assert set(b["tasks"]) == {"pitch"} and 0.0 <= b["mlp"] <= 1.0 and 0.0 <= b["knn"] <= 1.0
     md = (out / "diagnose.md").read_text()
-    assert md.count("| block 1 |") == 4  # 2 models x (scores, effective ranks)
+    assert md.count("| block 1 |") == 6  # 2 models x (scores, effective ranks, context)
+    # the context pass: every layer again with each token alone; the patch embedding has no attention,
+    # so it cannot change, while the blocks of a 2-D grid (frequency tokens of one step) do
+    for m in results["models"]:
+        for enc in [m["pretrained"], *m["random"]]:
+            ctx, alone = enc["poolings"]["concat"], enc["alone"]["concat"]
+            assert [r["layer"] for r in alone] == list(range(n_layers))
+            assert alone[0]["mlp"] == ctx[0]["mlp"] and alone[0]["knn"] == ctx[0]["knn"]
+        assert len(m["random_band_alone"]["mean"]["knn"]) == n_layers
+    assert "every token encoded alone" in md
 
     # the command: same cache (every layer of the export cached), prints the table
     assert cli_main(["diagnose", str(exported), "--suite", str(suite), "--out", str(tmp_path / "cli"),

@@ -346,3 +346,81 @@ def test_encoder_freeze_keeps_the_encoder_still_then_ramps_it_in():
     opt.step()
     assert all(torch.equal(a, b) for a, b in zip(enc0, model.encoder.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(pred0, model.predictor.parameters()))
+
+
+# ----------------------------------------------------------------------------- local predictor, context
+
+
+def _local_setup(neighbours: int, grid: tuple[int, int], padding: torch.Tensor, seed: int = 0):
+    from bestrq2.config import MaskConfig, PredictorConfig
+    from bestrq2.masking import sample_masks
+    from bestrq2.models.predictor import Predictor
+
+    torch.manual_seed(seed)
+    cfg = PredictorConfig(width=32, depth=2, heads=2, neighbours=neighbours)
+    pred = Predictor(cfg, 16, "rope").eval()
+    masks = sample_masks(padding, MaskConfig(ratio_min=0.7, ratio_max=0.7), torch.Generator().manual_seed(seed))
+    return pred, masks
+
+
+def _bracketing_steps(masks, b: int, j: int, tb: int, n: int) -> set[int]:
+    """The n nearest visible time steps on either side of masked slot j (the spec, written out)."""
+    t = int(masks.ids_mask[b, j]) % tb
+    steps = sorted({int(i) % tb for i, pad in zip(masks.ids_keep[b], masks.keep_pad[b]) if not pad})
+    left = [s for s in steps if s <= t][-n:]
+    right = [s for s in steps if s >= t][:n]
+    return set(left) | set(right)
+
+
+@pytest.mark.parametrize("grid", [(1, 20), (2, 10)])
+def test_local_predictor_reads_only_the_nearest_visible_steps(grid):
+    fb, tb = grid
+    padding = torch.zeros(2, fb * tb, dtype=torch.bool)
+    padding.view(2, fb, tb)[1, :, 8:] = True  # the second clip is shorter: padding never counts as visible
+    for n in (1, 2):
+        pred, masks = _local_setup(n, grid, padding)
+        K = masks.ids_keep.shape[1]
+        context = torch.randn(2, K, 16)
+        with torch.no_grad():
+            base = pred(context, masks, grid)
+            for b in range(2):
+                for k in range(K):
+                    moved = context.clone()
+                    moved[b, k] += 3.0
+                    diff = (pred(moved, masks, grid) - base)[b].abs().amax(-1)  # [M]
+                    step = int(masks.ids_keep[b, k]) % tb
+                    for j in range(masks.ids_mask.shape[1]):
+                        if masks.mask_pad[b, j]:
+                            continue
+                        reads = not masks.keep_pad[b, k] and step in _bracketing_steps(masks, b, j, tb, n)
+                        assert (diff[j] > 1e-4) == reads, (n, b, k, j)
+
+
+def test_local_predictor_is_off_by_default_and_trains():
+    assert micro_config().predictor.neighbours == 0
+    with pytest.raises(ConfigError, match="neighbours"):
+        micro_config(predictor__neighbours=-1).validate()
+    cfg = full_band(predictor__neighbours=1)
+    model = build_objective(cfg)
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
+    masks = sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0))
+    loss = model(wav, lengths, masks)["loss"]
+    loss.backward()
+    assert loss.isfinite() and model.encoder.patch_embed.weight.grad.abs().sum() > 0
+
+
+def test_self_only_encoder_pass_reads_no_other_token():
+    cfg = micro_config(encoder__positions="rope")
+    enc = ViTEncoder(cfg.encoder, cfg.frontend.patch_dim).eval()
+    grid = (2, 6)
+    patches = torch.randn(1, 12, cfg.frontend.patch_dim)
+    moved = patches.clone()
+    moved[0, 5] += 1.0
+    with torch.no_grad():
+        alone = enc.forward_intermediates(moved, grid, self_only=True)[0] - enc.forward_intermediates(patches, grid, self_only=True)[0]
+        full = enc.forward_intermediates(moved, grid)[0] - enc.forward_intermediates(patches, grid)[0]
+        layers = enc.all_layers(patches, grid, self_only=True)
+    others = [i for i in range(12) if i != 5]
+    assert alone[0, others].abs().max() < 1e-6 and alone[0, 5].abs().max() > 1e-3
+    assert full[0, others].abs().max() > 1e-3
+    torch.testing.assert_close(layers[-1], enc.forward_intermediates(patches, grid, self_only=True)[0])

@@ -153,11 +153,18 @@ class PredictorConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
+    neighbours: int = 0
+    """0: every predictor token attends to every other (the paper). n >= 1: a *local* predictor: each
+    masked slot attends only to itself and to the visible tokens of the n nearest visible time steps on
+    either side, and visible tokens attend only to themselves. Whatever a prediction needs from farther
+    away must then already be in the encoder's outputs, so the encoder, not the predictor, has to
+    contextualise (results/recipe/README.md, "The encoder did not use context")."""
 
     def validate(self) -> None:
         _check(self.width % self.heads == 0, "predictor.width must be divisible by predictor.heads")
         _check(self.width % 4 == 0, "predictor.width must be a multiple of 4")
         _check(self.depth >= 1, "predictor.depth must be >= 1")
+        _check(self.neighbours >= 0, "predictor.neighbours must be >= 0 (0 = full attention)")
 
 
 @dataclass(kw_only=True)

@@ -66,6 +66,9 @@ class BestRQ2Encoder(nn.Module, HubMixin):
     always_mask = False
     """Pass the padding mask to attention even when no chunk is padded (no data-dependent branch: the
     ONNX export sets it; the frames are the same)."""
+    tokens_alone = False
+    """Encode every token on its own (attention to itself only, positions unchanged): the context
+    diagnosis (``bestrq2 diagnose``) compares these frames with the usual ones."""
 
     def __init__(self, frontend: FrontendConfig, encoder: EncoderConfig, pooling: str = "mean"):
         super().__init__()
@@ -114,13 +117,15 @@ class BestRQ2Encoder(nn.Module, HubMixin):
         if not self.always_mask and not bool(padding.any()):
             padding = None  # full chunks: unmasked attention (fused kernels)
         with _autocast(self.compute_dtype, wav.device):
+            alone = self.tokens_alone
             if all_layers:
-                outputs = self.encoder.all_layers(feats["patches"], feats["grid"], padding=padding)
+                outputs = self.encoder.all_layers(feats["patches"], feats["grid"], padding=padding, self_only=alone)
             elif layer is None:
-                outputs = [self.encoder(feats["patches"], feats["grid"], padding=padding)]  # [B*nc, fb*tb, D]
+                final, _ = self.encoder.forward_intermediates(feats["patches"], feats["grid"], padding=padding, self_only=alone)
+                outputs = [final]  # [B*nc, fb*tb, D]
             else:
                 _, outputs = self.encoder.forward_intermediates(
-                    feats["patches"], feats["grid"], padding=padding, layers=[layer]
+                    feats["patches"], feats["grid"], padding=padding, layers=[layer], self_only=alone
                 )
         return [self._pool(tokens.float(), B, n_chunks, fb, tb)[:, :n_out] for tokens in outputs]
 

@@ -99,7 +99,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     seeds = tuple(range(args.random_seeds))
     results = diagnose(
         list(args.model), args.suite, args.out, cache_dir=cache, cfg=cfg, seeds=seeds, tasks=tasks,
-        progress=not args.no_progress,
+        progress=not args.no_progress, context=not args.no_context,
     )  # fmt: skip
     print(markdown_report(results))
     print(
@@ -179,8 +179,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Runs each encoder once over the suite keeping every layer (cached), then scores every "
         "layer with the X-ARES linear probe and kNN for mean and concat pooling, beside random-init encoders "
         "of the same architecture; adds effective ranks, the patch-embedding / position norm ratio and (run "
-        "folders) quantizer target statistics with a bag-of-codes probe. Writes diagnose.json, diagnose.md "
-        "and diagnose.png to --out and prints the table.",
+        "folders) quantizer target statistics with a bag-of-codes probe; then every layer again with each "
+        "token encoded alone, which tells learned context from per-patch gains. Writes diagnose.json, "
+        "diagnose.md and diagnose.png to --out and prints the table.",
     )
     p.add_argument("model", nargs="+", help="export folder, run folder or checkpoint (ViT encoders)")
     p.add_argument(
@@ -196,6 +197,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="embedding cache folder (default: $BESTRQ2_EMBED_CACHE or ~/.cache/bestrq2/embeddings)",
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+    p.add_argument(
+        "--no-context",
+        action="store_true",
+        help="skip the second pass with every token encoded alone (which tells context from per-patch gains)",
+    )
     _add_run_args(p)
     p.set_defaults(fn=cmd_diagnose)
 

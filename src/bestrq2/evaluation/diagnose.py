@@ -16,7 +16,10 @@ For each model (an export folder, a run folder or a checkpoint; ViT encoders onl
 4. the patch embedding's norm against the positions' (sin-cos only);
 5. with a run folder or checkpoint (which holds the quantizer): target statistics on the suite clips
    (codes used, perplexity, share of the most frequent code) and a bag-of-codes probe (each clip's
-   normalised code histogram as its feature, the same protocol).
+   normalised code histogram as its feature, the same protocol);
+6. context (``context=True``): a second pass with every token attending to itself only
+   (``BestRQ2Encoder.tokens_alone``), scored at every layer. A gain over random init that survives it is a
+   better per-patch map of log-mel; only the part that does not survive is context the encoder learned.
 
 Writes ``diagnose.json``, ``diagnose.md`` and ``diagnose.png`` (score against layer) to ``out``.
 """
@@ -238,44 +241,62 @@ def diagnose_encoder(
     width: int,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    context: bool = False,
 ) -> dict[str, Any]:
-    """Every layer of one ViT encoder (``build()`` gives it, concat pooling) on ``suite``, both poolings."""
+    """Every layer of one ViT encoder (``build()`` gives it, concat pooling) on ``suite``, both poolings;
+    with ``context``, also every layer with each token encoded alone (the ``alone`` entry)."""
     t0 = time.perf_counter()
     clip_mean = all(t.kind == "clip" for t in suite.tasks)
     paths = [suite.root / p for p in suite.clip_paths()]
     built: list[nn.Module] = []
 
-    def make() -> nn.Module:
+    def make(alone: bool = False) -> nn.Module:
         enc = build()
         if getattr(enc, "pooling", None) != "concat":
             raise ValueError(
                 f"{name}: the diagnosis builds encoders with concat pooling, got {enc.pooling!r}"
             )
         built.append(enc)
+        enc.tokens_alone = alone
         return LayerStack(enc, clip_mean)
 
     mode = "clip-mean" if clip_mean else "frames"
-    frames, stats = embed_clips(
-        make, _digest(key, "all-layers", "concat", mode), paths, cache_dir, cfg.device, None, cfg.batch_seconds,
-        cfg.workers, progress,
-    )  # fmt: skip
-    for path, reason in stats["failed"].items():  # type: ignore[union-attr]
-        log(f"skipped unreadable clip {path}: {reason}")
+
+    def frames_of(alone: bool) -> dict[Path, np.ndarray]:
+        tags = ("all-layers", "concat", mode) + (("tokens-alone",) if alone else ())
+        frames, stats = embed_clips(
+            lambda: make(alone), _digest(key, *tags), paths, cache_dir, cfg.device, None, cfg.batch_seconds,
+            cfg.workers, progress,
+        )  # fmt: skip
+        for path, reason in stats["failed"].items():  # type: ignore[union-attr]
+            log(f"skipped unreadable clip {path}: {reason}")
+        counts.append(stats)
+        return frames
+
+    counts: list[dict[str, Any]] = []
+    frames = frames_of(False)
     encoder = built[0] if built else build()
+    encoder.tokens_alone = False
     t1 = time.perf_counter()
     n_layers, dim = int(encoder.num_layers), int(encoder.output_dim)
     hop = float(encoder.hop_size_in_ms)
     names = layer_names(n_layers)
-    poolings: dict[str, list[dict[str, Any]]] = {}
-    for pooling in POOLINGS:
-        rows = []
-        for layer in range(n_layers):
-            feats = _layer_frames(frames, layer, dim, pooling, width)
-            row = {"layer": layer, "name": names[layer], "dim": dim if pooling == "concat" else width}
-            row |= _score_all(suite.tasks, feats, suite.root, hop, cfg)
-            row["effective_rank"] = effective_rank(_clip_means(feats))
-            rows.append(row)
-        poolings[pooling] = rows
+
+    def score_layers(frames: dict[Path, np.ndarray]) -> dict[str, list[dict[str, Any]]]:
+        poolings: dict[str, list[dict[str, Any]]] = {}
+        for pooling in POOLINGS:
+            rows = []
+            for layer in range(n_layers):
+                feats = _layer_frames(frames, layer, dim, pooling, width)
+                row = {"layer": layer, "name": names[layer], "dim": dim if pooling == "concat" else width}
+                row |= _score_all(suite.tasks, feats, suite.root, hop, cfg)
+                row["effective_rank"] = effective_rank(_clip_means(feats))
+                rows.append(row)
+            poolings[pooling] = rows
+        return poolings
+
+    poolings = score_layers(frames)
+    alone = score_layers(frames_of(True)) if context else None
     t2 = time.perf_counter()
     rng = np.random.default_rng(0)
     chosen = (
@@ -294,8 +315,9 @@ def diagnose_encoder(
     return {
         "name": name, "key": key, "num_layers": n_layers, "layer_names": names, "width": width,
         "freq_blocks": dim // width, "poolings": poolings, "patch_embedding": geometry,
+        **({"alone": alone} if alone is not None else {}),
         "timing": {"embed_s": round(t1 - t0, 2), "probe_s": round(t2 - t1, 2),
-                   "clips_cached": stats["cached"], "clips_computed": stats["computed"]},
+                   "clips_cached": counts[0]["cached"], "clips_computed": counts[0]["computed"]},
     }  # fmt: skip
 
 
@@ -388,9 +410,11 @@ def _source(spec: str) -> _Source:
     return _Source(spec, resolved.name, resolved.key, path, arch, checkpoint)
 
 
-def _random_band(runs: list[dict[str, Any]], pooling: str, metric: str) -> list[dict[str, float | None]]:
-    n = len(runs[0]["poolings"][pooling]) if runs else 0
-    return [_summary([r["poolings"][pooling][i][metric] for r in runs]) for i in range(n)]
+def _random_band(
+    runs: list[dict[str, Any]], pooling: str, metric: str, which: str = "poolings"
+) -> list[dict[str, float | None]]:
+    n = len(runs[0][which][pooling]) if runs else 0
+    return [_summary([r[which][pooling][i][metric] for r in runs]) for i in range(n)]
 
 
 def diagnose(
@@ -404,9 +428,11 @@ def diagnose(
     tasks: list[str] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    context: bool = True,
 ) -> dict[str, Any]:
     """Diagnose every layer of each model in ``models`` beside random-init encoders of its architecture
-    (one per seed); writes diagnose.json / .md / .png to ``out`` when given. Returns the results."""
+    (one per seed); ``context`` adds the tokens-alone pass (item 6 of the module docstring). Writes
+    diagnose.json / .md / .png to ``out`` when given. Returns the results."""
     cfg = cfg or EvalConfig()
     t0 = time.perf_counter()
     sources = [_source(m) for m in models]  # every argument checked before any work
@@ -421,7 +447,7 @@ def diagnose(
         log(f"== {src.name} ({src.spec}): every layer")
         pre = diagnose_encoder(
             lambda src=src: load_encoder(src.path, pooling="concat"), src.key, src.name, suite, cfg, cache,
-            a.encoder.width, progress, log,
+            a.encoder.width, progress, log, context,
         )  # fmt: skip
         rand = []
         for seed in seeds:
@@ -430,7 +456,7 @@ def diagnose(
                 log(f"== random init, seed {seed} ({a.name} architecture)")
                 randoms[rkey] = diagnose_encoder(
                     lambda a=a, seed=seed: random_encoder(a.frontend, a.encoder, seed, "concat"), rkey,
-                    f"random-{a.name}-seed{seed}", suite, cfg, cache, a.encoder.width, progress, log,
+                    f"random-{a.name}-seed{seed}", suite, cfg, cache, a.encoder.width, progress, log, context,
                 )  # fmt: skip
             rand.append(randoms[rkey] | {"seed": seed})
         if src.checkpoint is not None:
@@ -444,6 +470,8 @@ def diagnose(
             "name": src.name, "spec": src.spec, "preset": a.name, "pretrained": pre, "random": rand,
             "random_band": {p: {m: _random_band(rand, p, m) for m in ("mlp", "knn", "effective_rank")}
                             for p in POOLINGS},
+            **({"random_band_alone": {p: {m: _random_band(rand, p, m, "alone") for m in ("mlp", "knn")}
+                                      for p in POOLINGS}} if context else {}),
             "targets": targets,
         })  # fmt: skip
     results = {
@@ -510,6 +538,23 @@ def markdown_report(results: dict[str, Any]) -> str:
                 ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+        if "alone" in pre:
+            alone_band = m["random_band_alone"]
+            lines += [
+                "Context: the same layers with every token encoded alone (attention to itself only). A gain over "
+                "random init that survives this is a per-patch feature, not context.",
+                "",
+                "| layer | probe | alone | random | random alone | kNN | alone | random | random alone |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            p = "mean"
+            for i, name in enumerate(pre["layer_names"]):
+                cells = []
+                for metric in ("mlp", "knn"):
+                    cells += [_f(pre["poolings"][p][i][metric]), _f(pre["alone"][p][i][metric]),
+                              _band(band[p][metric][i]), _band(alone_band[p][metric][i])]  # fmt: skip
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append("")
         g = pre["patch_embedding"]
         if "ratio" in g:
             rr = _summary([r["patch_embedding"].get("ratio") for r in m["random"]])

@@ -68,18 +68,28 @@ class ViTEncoder(nn.Module):
         ids: Tensor | None = None,
         padding: Tensor | None = None,
         layers: Sequence[int] | None = None,
+        self_only: bool = False,
     ) -> tuple[Tensor, list[Tensor]]:
-        """Final normed tokens [B, L, D] and the raw outputs of blocks ``layers`` (0-based; -1 = last)."""
+        """Final normed tokens [B, L, D] and the raw outputs of blocks ``layers`` (0-based; -1 = last).
+
+        ``self_only``: every token attends to itself only (positions unchanged), so each is encoded without
+        context; the context diagnosis compares this with the usual pass."""
         x, rope = self.embed(patches, grid, ids)
         wanted = None if layers is None else {i % len(self.blocks) for i in layers}
-        x, inter = run_blocks(self.blocks, x, padding, rope, wanted)
+        x, inter = run_blocks(self.blocks, x, padding, rope, wanted, _self_mask(x) if self_only else None)
         return self.norm(x), inter
 
     def all_layers(
-        self, patches: Tensor, grid: tuple[int, int], padding: Tensor | None = None
+        self, patches: Tensor, grid: tuple[int, int], padding: Tensor | None = None, self_only: bool = False
     ) -> list[Tensor]:
         """Every representation in one pass: [patch embedding + positions, block 1 .. block L outputs,
         final normed tokens], each [B, N, D]."""
         x, rope = self.embed(patches, grid)
-        _, inter = run_blocks(self.blocks, x, padding, rope, set(range(len(self.blocks))))
+        layers = set(range(len(self.blocks)))
+        _, inter = run_blocks(self.blocks, x, padding, rope, layers, _self_mask(x) if self_only else None)
         return [x, *inter, self.norm(inter[-1])]
+
+
+def _self_mask(x: Tensor) -> Tensor:
+    """SDPA boolean mask [1, 1, L, L] letting each of the L tokens of ``x`` [B, L, D] attend to itself only."""
+    return torch.eye(x.shape[1], dtype=torch.bool, device=x.device)[None, None]

@@ -187,10 +187,19 @@ def num_params(module: nn.Module) -> int:
 
 
 def run_blocks(
-    blocks: nn.ModuleList, x: Tensor, padding: Tensor | None, rope: Rope, layers: set[int] | None = None
+    blocks: nn.ModuleList,
+    x: Tensor,
+    padding: Tensor | None,
+    rope: Rope,
+    layers: set[int] | None = None,
+    attn_mask: Tensor | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
-    """Run blocks in order; collect the outputs of the block indices in ``layers``."""
-    attn_mask = key_padding_mask(padding)
+    """Run blocks in order; collect the outputs of the block indices in ``layers``.
+
+    ``attn_mask`` (SDPA boolean, True = attend) replaces the key-padding mask built from ``padding``;
+    the caller folds padding into it."""
+    if attn_mask is None:
+        attn_mask = key_padding_mask(padding)
     out: list[Tensor] = []
     for i, blk in enumerate(blocks):
         x = blk(x, attn_mask, rope)

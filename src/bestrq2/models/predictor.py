@@ -57,5 +57,39 @@ class Predictor(nn.Module):
             cos, sin = rope_2d(grid, self.cfg.width // self.cfg.heads, x.device)
             rope = (gather_tokens(cos, ids, B), gather_tokens(sin, ids, B))
         padding = torch.cat([masks.keep_pad, masks.mask_pad], dim=1) if masks.any_padding else None  # [B, K + M]
-        x, _ = run_blocks(self.blocks, x, padding, rope)
+        local = local_attention_mask(masks, grid, self.cfg.neighbours) if self.cfg.neighbours else None
+        x, _ = run_blocks(self.blocks, x, padding, rope, attn_mask=local)
         return self.norm(x[:, K:])  # [B, M, W]
+
+
+def local_attention_mask(masks: Masks, grid: tuple[int, int], n: int) -> Tensor:
+    """SDPA boolean mask [B, 1, K + M, K + M] (True = attend) of a local predictor over [visible; masked].
+
+    A masked slot at time step t attends to itself and to the real visible tokens at the n nearest time
+    steps before or at t that hold a visible token, and likewise at or after t; a visible slot attends to
+    itself only, so that no layer can carry a visible token's content farther. Time steps are the token
+    grid's columns (token id % time blocks), so 2-D grids work as full-band ones do. Every example keeps at
+    least one real visible token (:func:`bestrq2.masking.sample_masks`), so every masked slot sees one."""
+    ids_keep, ids_mask = masks.ids_keep, masks.ids_mask
+    B, K = ids_keep.shape
+    M = ids_mask.shape[1]
+    tb = grid[1]
+    device = ids_keep.device
+    tk, tm = ids_keep % tb, ids_mask % tb  # [B, K], [B, M]
+    real_k = ~masks.keep_pad  # [B, K]
+    # which time steps hold a real visible token, and how many such steps lie at or before each step
+    vis = torch.zeros(B, tb, dtype=torch.long, device=device)
+    vis.scatter_(1, tk, real_k.long())
+    vis = vis.clamp(max=1)
+    upto = vis.cumsum(1)  # [B, tb]: visible steps in [0, t]
+    c_m = torch.gather(upto, 1, tm)[:, :, None]  # [B, M, 1]
+    v_m = torch.gather(vis, 1, tm)[:, :, None]
+    c_k = torch.gather(upto, 1, tk)[:, None, :]  # [B, 1, K]
+    tm3, tk3 = tm[:, :, None], tk[:, None, :]
+    left = (tk3 <= tm3) & (c_m - c_k < n)  # visible steps in (tk, tm] fewer than n
+    right = (tk3 >= tm3) & (c_k - 1 - (c_m - v_m) < n)  # visible steps in [tm, tk) fewer than n
+    m2k = (left | right) & real_k[:, None, :]  # [B, M, K]
+    eye = torch.eye(K + M, dtype=torch.bool, device=device).expand(B, -1, -1)
+    allowed = eye.clone()
+    allowed[:, K:, :K] = m2k
+    return allowed[:, None]
