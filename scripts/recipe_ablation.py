@@ -86,7 +86,7 @@ VARIANTS["t8+span4"] = TINY8 + ["mask.kind=time", "mask.span=4"]
 VARIANTS["t8+span8"] = TINY8 + ["mask.kind=time", "mask.span=8"]
 VARIANTS["t8+pred1"] = TINY8 + ["predictor.depth=1"]  # a weaker predictor leaves more of the work to the encoder
 # a local predictor: each masked slot sees only the nearest visible token(s) on either side, so whatever it
-# needs from farther away must come through the encoder (the encoder of tiny did not use context at all)
+# needs from farther away must come through the encoder (`bestrq2 diagnose`: tiny's encoder uses no context)
 VARIANTS["t8+local1"] = TINY8 + ["predictor.neighbours=1"]
 VARIANTS["t8+local2"] = TINY8 + ["predictor.neighbours=2"]
 # long masked spans with a local predictor: a masked step up to seconds away from the visible chunk sees only
