@@ -93,6 +93,9 @@ VARIANTS["t8+local2"] = TINY8 + ["predictor.neighbours=2"]
 # the chunk's edge token, which must then carry what the chunk says about the clip
 VARIANTS["t8+span4local1"] = VARIANTS["t8+span4"] + ["predictor.neighbours=1"]
 VARIANTS["t8+span8local1"] = VARIANTS["t8+span8"] + ["predictor.neighbours=1"]
+# the last encoder blocks serve the predictor (block 2 beats the final layer): does a predictor with room for
+# that work (4 blocks, as wide as the encoder) leave the encoder's top as good as its middle?
+VARIANTS["t8+pred4"] = TINY8 + ["predictor.depth=4", "predictor.width=192", "predictor.heads=3"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 
