@@ -19,7 +19,6 @@ If ``model`` sits close to ``marginal``, the targets teach little: the pretext i
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 import torch
@@ -34,6 +33,25 @@ from bestrq2.training.checkpoint import load_checkpoint
 
 def ce(p: np.ndarray, codes: np.ndarray) -> float:
     return float(-np.log(p[codes]).mean())
+
+
+def clip_cross_entropy(k: np.ndarray, p: np.ndarray, alpha: float) -> float:
+    """Codes k [B, N]: each token scored by its crop's other tokens, blended with the marginal p [V]."""
+    N = k.shape[1]
+    lp = []
+    for row in k:
+        counts = np.bincount(row, minlength=len(p)).astype(float)
+        others = counts[row] - 1  # how often each token's code occurs elsewhere in the crop
+        lp.append(-np.log((others + alpha * p[row]) / (N - 1 + alpha)))
+    return float(np.concatenate(lp).mean())
+
+
+def bigram_cross_entropy(
+    table: np.ndarray, p: np.ndarray, prev: np.ndarray, cur: np.ndarray, alpha: float
+) -> float:
+    """The code given the previous time step's: a bigram count table [V, V] blended with the marginal p."""
+    cond = (table + alpha * p[None]) / (table.sum(1, keepdims=True) + alpha)
+    return float(-np.log(cond[prev.ravel(), cur.ravel()]).mean())
 
 
 @torch.inference_mode()
@@ -74,31 +92,17 @@ def main() -> None:
             p /= p.sum()
             res["marginal"].append(ce(p, k[test].ravel()))
 
-            def clip_ce(rows: np.ndarray, alpha: float) -> float:
-                """Each token scored by its crop's other tokens, blended with the marginal."""
-                lp = []
-                for b in np.flatnonzero(rows):
-                    counts = np.bincount(k[b], minlength=V).astype(float)
-                    others = counts[k[b]] - 1  # [N]: how often each token's code occurs elsewhere in the crop
-                    lp.append(-np.log((others + alpha * p[k[b]]) / (N - 1 + alpha)))
-                return float(np.concatenate(lp).mean())
-
             g = k.reshape(B, fb, tb)
             prev, cur = g[:, :, :-1], g[:, :, 1:]
             table = np.zeros((V, V))
             np.add.at(table, (prev[fit].ravel(), cur[fit].ravel()), 1.0)
-
-            def neighbour_ce(rows: np.ndarray, alpha: float) -> float:
-                """The code given the previous time step's (bigram table of the fit half, marginal-smoothed)."""
-                cond = (table + alpha * p[None]) / (table.sum(1, keepdims=True) + alpha)
-                return float(-np.log(cond[prev[rows].ravel(), cur[rows].ravel()]).mean())
-
             # histograms are fitted on the first half of the crops, blend weights chosen on the third
             # quarter, and every score read on the last quarter
-            a = min(alphas, key=lambda a: clip_ce(tune, a))
-            res["clip"].append(clip_ce(test, a))
-            a = min(alphas, key=lambda a: neighbour_ce(tune, a))
-            res["neighbour"].append(neighbour_ce(test, a))
+            a = min(alphas, key=lambda a: clip_cross_entropy(k[tune], p, a))  # noqa: B023 (called at once)
+            res["clip"].append(clip_cross_entropy(k[test], p, a))
+            args_tune, args_test = (prev[tune], cur[tune]), (prev[test], cur[test])
+            a = min(alphas, key=lambda a: bigram_cross_entropy(table, p, *args_tune, a))  # noqa: B023
+            res["neighbour"].append(bigram_cross_entropy(table, p, *args_test, a))
         masks = sample_batch_masks(cfg, lengths, S, mask_generator(cfg.train.seed, 0, 10**6))
         out = model(wav, lengths, masks)
         line = " ".join(f"{k} {np.mean(v):.3f}" for k, v in res.items())
