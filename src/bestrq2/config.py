@@ -158,7 +158,8 @@ class PredictorConfig:
     masked slot attends only to itself and to the visible tokens of the n nearest visible time steps on
     either side, and visible tokens attend only to themselves. Whatever a prediction needs from farther
     away must then already be in the encoder's outputs, so the encoder, not the predictor, has to
-    contextualise (results/recipe/README.md, "The encoder did not use context")."""
+    contextualise (results/recipe/README.md, "The encoder uses no context"). The mask is a boolean
+    attention mask, so on a GPU attention leaves the flash kernel."""
 
     def validate(self) -> None:
         _check(self.width % self.heads == 0, "predictor.width must be divisible by predictor.heads")
