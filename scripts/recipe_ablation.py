@@ -96,6 +96,8 @@ VARIANTS["t8+span8local1"] = VARIANTS["t8+span8"] + ["predictor.neighbours=1"]
 # the last encoder blocks serve the predictor (block 2 beats the final layer): does a predictor with room for
 # that work (4 blocks, as wide as the encoder) leave the encoder's top as good as its middle?
 VARIANTS["t8+pred4"] = TINY8 + ["predictor.depth=4", "predictor.width=192", "predictor.heads=3"]
+# 312 ms tokens: the bracketing visible patches lie twice as far (in time) from a masked one
+VARIANTS["t8+pt8"] = TINY8 + ["frontend.patch_time=8"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 
