@@ -262,7 +262,7 @@ def diagnose_encoder(
 
     mode = "clip-mean" if clip_mean else "frames"
 
-    def frames_of(alone: bool) -> dict[Path, np.ndarray]:
+    def frames_of(alone: bool) -> tuple[dict[Path, np.ndarray], dict[str, Any]]:
         tags = ("all-layers", "concat", mode) + (("tokens-alone",) if alone else ())
         frames, stats = embed_clips(
             lambda: make(alone), _digest(key, *tags), paths, cache_dir, cfg.device, None, cfg.batch_seconds,
@@ -270,13 +270,10 @@ def diagnose_encoder(
         )  # fmt: skip
         for path, reason in stats["failed"].items():  # type: ignore[union-attr]
             log(f"skipped unreadable clip {path}: {reason}")
-        counts.append(stats)
-        return frames
+        return frames, stats
 
-    counts: list[dict[str, Any]] = []
-    frames = frames_of(False)
-    encoder = built[0] if built else build()
-    encoder.tokens_alone = False
+    frames, stats = frames_of(False)
+    encoder = built[0] if built else build()  # built by the usual pass, so not tokens-alone
     t1 = time.perf_counter()
     n_layers, dim = int(encoder.num_layers), int(encoder.output_dim)
     hop = float(encoder.hop_size_in_ms)
@@ -296,7 +293,7 @@ def diagnose_encoder(
         return poolings
 
     poolings = score_layers(frames)
-    alone = score_layers(frames_of(True)) if context else None
+    alone = score_layers(frames_of(True)[0]) if context else None
     t2 = time.perf_counter()
     rng = np.random.default_rng(0)
     chosen = (
@@ -317,7 +314,7 @@ def diagnose_encoder(
         "freq_blocks": dim // width, "poolings": poolings, "patch_embedding": geometry,
         **({"alone": alone} if alone is not None else {}),
         "timing": {"embed_s": round(t1 - t0, 2), "probe_s": round(t2 - t1, 2),
-                   "clips_cached": counts[0]["cached"], "clips_computed": counts[0]["computed"]},
+                   "clips_cached": stats["cached"], "clips_computed": stats["computed"]},
     }  # fmt: skip
 
 

@@ -78,9 +78,7 @@ def local_attention_mask(masks: Masks, grid: tuple[int, int], n: int) -> Tensor:
     tk, tm = ids_keep % tb, ids_mask % tb  # [B, K], [B, M]
     real_k = ~masks.keep_pad  # [B, K]
     # which time steps hold a real visible token, and how many such steps lie at or before each step
-    vis = torch.zeros(B, tb, dtype=torch.long, device=device)
-    vis.scatter_(1, tk, real_k.long())
-    vis = vis.clamp(max=1)
+    vis = torch.zeros(B, tb, dtype=torch.long, device=device).scatter_add_(1, tk, real_k.long()).clamp_(max=1)
     upto = vis.cumsum(1)  # [B, tb]: visible steps in [0, t]
     c_m = torch.gather(upto, 1, tm)[:, :, None]  # [B, M, 1]
     v_m = torch.gather(vis, 1, tm)[:, :, None]
