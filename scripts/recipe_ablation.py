@@ -98,6 +98,14 @@ VARIANTS["t8+span8local1"] = VARIANTS["t8+span8"] + ["predictor.neighbours=1"]
 VARIANTS["t8+pred4"] = TINY8 + ["predictor.depth=4", "predictor.width=192", "predictor.heads=3"]
 # 312 ms tokens: the bracketing visible patches lie twice as far (in time) from a masked one
 VARIANTS["t8+pt8"] = TINY8 + ["frontend.patch_time=8"]
+# stop 24: utterance mixing (WavLM's denoising pretext): the encoder reads the clip with a segment of another
+# clip added, the targets stay the clean codes, so the bracketing patches no longer give them away and which
+# source to follow has to come from the rest of the clip
+VARIANTS["t8+mix20"] = TINY8 + ["mix.prob=0.2"]
+VARIANTS["t8+mix50"] = TINY8 + ["mix.prob=0.5"]
+# with a local predictor, the predictor cannot work out which source to follow from the whole clip itself: that
+# has to reach the bracketing tokens through the encoder
+VARIANTS["t8+mix50local1"] = VARIANTS["t8+mix50"] + ["predictor.neighbours=1"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 

@@ -240,6 +240,26 @@ class MaskConfig:
 
 
 @dataclass(kw_only=True)
+class MixConfig:
+    """Utterance mixing (``bestrq2.mixing``, as in WavLM): the encoder reads a clip with a segment of
+    another clip of the batch added in power, while the targets stay the clean clip's codes. Methods
+    bestrq2 and bestrq-vit."""
+
+    prob: float = 0.0
+    """Share of clips that get a partner mixed in (0: off)."""
+    max_fraction: float = 0.5
+    """Longest mixed segment, as a share of the clip's time steps (below 1, so the clean clip is the one
+    heard throughout)."""
+    snr_db: tuple[float, ...] = (-5.0, 5.0)
+    """Range of the clean-to-partner energy ratio in dB, drawn uniformly per clip."""
+
+    def validate(self) -> None:
+        _check(0.0 <= self.prob <= 1.0, "mix.prob must be in [0, 1]")
+        _check(0.0 < self.max_fraction < 1.0, "mix.max_fraction must be in (0, 1)")
+        _check(len(self.snr_db) == 2 and self.snr_db[0] <= self.snr_db[1], "mix.snr_db must be LOW,HIGH")
+
+
+@dataclass(kw_only=True)
 class OneStepConfig:
     """One-step BEST-RQ (methods ``bestrq-vit`` and ``bestrq-conformer``): how masked inputs are replaced."""
 
@@ -435,6 +455,7 @@ class Config:
     jepa: JEPAConfig = field(default_factory=JEPAConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -450,6 +471,10 @@ class Config:
         _check(
             not (self.method == "audiojepa" and self.optim.ema_decay > 0),
             "optim.ema_decay: audiojepa's target encoder already is an EMA (set jepa.momentum_*)",
+        )
+        _check(
+            self.mix.prob == 0 or self.method in ("bestrq2", "bestrq-vit"),
+            f"mix.prob: utterance mixing is for methods bestrq2 and bestrq-vit, not {self.method}",
         )
         patch_freq = self.frontend.n_mels if self.method == "bestrq-conformer" else self.frontend.patch_freq
         _check(

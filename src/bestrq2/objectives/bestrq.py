@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from bestrq2.config import OneStepConfig
 from bestrq2.frontend import Frontend
 from bestrq2.masking import Masks
+from bestrq2.mixing import MixPlan, mixed_feats
 from bestrq2.models.ema import WeightEMA
 from bestrq2.models.encoder import ViTEncoder
 from bestrq2.objectives.bestrq2 import CodeHeads, code_loss, gather_rows, real_rows
@@ -67,8 +68,10 @@ class BestRQ(nn.Module):
         if self.ema is not None:
             self.ema.update(self.encoder, step)
 
-    def forward(self, wav: Tensor, lengths: Tensor, masks: Masks) -> dict[str, Tensor]:
-        feats = repeat_views(self.frontend(wav, lengths), masks, wav.shape[0])  # one row per mask
+    def forward(self, wav: Tensor, lengths: Tensor, masks: Masks, mix: MixPlan | None = None) -> dict[str, Tensor]:
+        fe = self.frontend.cfg
+        feats = mixed_feats(self.frontend(wav, lengths), mix, fe.norm_mean, fe.norm_std)  # encoder input only
+        feats = repeat_views(feats, masks, wav.shape[0])  # one row per mask
         targets = self.quantizer(real_rows(gather_rows(feats["raw"], masks.ids_mask), masks))  # [n, C]
         patches = self.fill(feats["patches"], masks.ids_mask)  # [B, N, P]
         padding = feats["padding"] if masks.any_padding else None

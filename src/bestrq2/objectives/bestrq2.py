@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from bestrq2.frontend import Frontend
 from bestrq2.masking import Masks
+from bestrq2.mixing import MixPlan, mixed_feats
 from bestrq2.models.ema import WeightEMA
 from bestrq2.models.encoder import ViTEncoder
 from bestrq2.models.predictor import Predictor
@@ -73,8 +74,10 @@ class BestRQ2(nn.Module):
         if self.ema is not None:
             self.ema.update(self.encoder, step)
 
-    def forward(self, wav: Tensor, lengths: Tensor, masks: Masks) -> dict[str, Tensor]:
-        feats = repeat_views(self.frontend(wav, lengths), masks, wav.shape[0])  # one row per mask
+    def forward(self, wav: Tensor, lengths: Tensor, masks: Masks, mix: MixPlan | None = None) -> dict[str, Tensor]:
+        fe = self.frontend.cfg
+        feats = mixed_feats(self.frontend(wav, lengths), mix, fe.norm_mean, fe.norm_std)  # encoder input only
+        feats = repeat_views(feats, masks, wav.shape[0])  # one row per mask
         grid = feats["grid"]
         targets = self.quantizer(real_rows(gather_rows(feats["raw"], masks.ids_mask), masks))  # [n, C]
         keep_pad = masks.keep_pad if masks.any_padding else None

@@ -31,7 +31,9 @@ from bestrq2.config import Config, ConfigError
 from bestrq2.data.files import build_loader, list_audio
 from bestrq2.data.shard_reader import build_shard_loader, counted_shards
 from bestrq2.data.shards import is_shard_source
+from bestrq2.frontend import token_lengths
 from bestrq2.masking import mask_generator, repeat_slots, slot_generators
+from bestrq2.mixing import sample_mix
 from bestrq2.models.layers import num_params
 from bestrq2.objectives import build_objective, sample_batch_masks
 from bestrq2.quantizer import code_usage
@@ -273,6 +275,8 @@ def _read_step(run: _Run, batches: Iterator, slots: list[int], info: DistInfo, s
         gen = mask_generator(tc.seed, 0, micro_step)
         rows = slot_generators(tc.seed, repeat_slots(slots, cfg.mask.repeats, run.micro * info.world), micro_step)
         masks = sample_batch_masks(cfg, batch["lengths"], batch["wav"].shape[1], gen, rows)
+        if cfg.mix.prob > 0:  # drawn after the masks, from repeat 0's generators (one per clip)
+            batch["mix"] = sample_mix(cfg.mix, token_lengths(cfg.frontend, batch["lengths"]), rows[: len(batch["lengths"])])
         counts[k] = masks.num_scored
         micro_batches.append((batch, masks))
     total = counts.sum().to(torch.float32).to(info.device, non_blocking=True)  # a blocking copy would sync
@@ -291,7 +295,8 @@ def _forward_backward(run: _Run, micro_batches: list, stop: _StopFlag, info: Dis
         lengths = batch["lengths"].to(info.device, non_blocking=True)
         sync = no_gradient_sync(run.model, run.cfg.parallel, info, skip=k < tc.accum_steps - 1)
         with sync, torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
-            out = run.model(wav, lengths, masks.to(info.device))
+            extra = {"mix": batch["mix"].to(info.device)} if "mix" in batch else {}
+            out = run.model(wav, lengths, masks.to(info.device), **extra)
             (out["loss"] * weight).backward()
         stats[0] += out["loss"].detach() * weight
         stats[1] += out["acc"] * weight
