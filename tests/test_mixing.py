@@ -41,7 +41,12 @@ def test_plan_stays_inside_each_clip_and_is_reproducible():
 
 
 def _plan(active, start, length, snr):
-    return MixPlan(torch.tensor(active), torch.tensor(start), torch.tensor(length), torch.tensor(snr, dtype=torch.float32))
+    return MixPlan(
+        torch.tensor(active),
+        torch.tensor(start),
+        torch.tensor(length),
+        torch.tensor(snr, dtype=torch.float32),
+    )
 
 
 def test_mix_adds_power_at_the_drawn_ratio_inside_the_segment_only():
@@ -62,7 +67,7 @@ def test_mix_adds_power_at_the_drawn_ratio_inside_the_segment_only():
     # clip 1 mixes clip 0 over steps 1-3 at -2 dB (the partner louder than the clip)
     changed1 = (out[1] != raw[1]).any(-1)
     assert torch.equal(changed1, (t >= 1) & (t <= 3))
-    expect1 = 10 * math.log10(10**4.0 * (1 + 10 ** 0.2))
+    expect1 = 10 * math.log10(10**4.0 * (1 + 10**0.2))
     torch.testing.assert_close(out[1, changed1], torch.full((6, P), expect1), rtol=0, atol=1e-3)
     assert torch.equal(out[1, padding[1]], raw[1, padding[1]])
     # an inactive clip is untouched, and a batch of one has no partner

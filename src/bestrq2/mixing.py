@@ -38,7 +38,9 @@ class MixPlan:
     snr_db: Tensor  # [B] float, primary-to-partner energy ratio
 
     def to(self, device: torch.device | str) -> MixPlan:
-        return MixPlan(*(t.to(device, non_blocking=True) for t in (self.active, self.start, self.length, self.snr_db)))
+        return MixPlan(
+            *(t.to(device, non_blocking=True) for t in (self.active, self.start, self.length, self.snr_db))
+        )
 
 
 def sample_mix(cfg: MixConfig, steps: Tensor, rows: list[torch.Generator]) -> MixPlan:
@@ -70,12 +72,16 @@ def mix_patches(raw: Tensor, padding: Tensor, grid: tuple[int, int], plan: MixPl
     where = inside & plan.active[:, None] & ~padding & ~partner_pad  # [B, N]
     with torch.autocast(device_type=raw.device.type, enabled=False):
         power, partner = torch.pow(10.0, raw.float() / 10.0), torch.pow(10.0, partner_raw.float() / 10.0)
-        real, partner_real = (~padding)[..., None].float(), (~partner_pad)[..., None].float()
-        energy = (power * real).sum((1, 2)) / (real.sum((1, 2)) * raw.shape[-1]).clamp(min=1)  # [B]
-        partner_energy = (partner * partner_real).sum((1, 2)) / (partner_real.sum((1, 2)) * raw.shape[-1]).clamp(min=1)
-        gain = energy / partner_energy.clamp(min=1e-12) * torch.pow(10.0, -plan.snr_db / 10.0)  # [B]
+        ratio = _mean_power(power, padding) / _mean_power(partner, partner_pad).clamp(min=1e-12)  # [B]
+        gain = ratio * torch.pow(10.0, -plan.snr_db / 10.0)
         mixed = 10.0 * torch.log10(power + gain.clamp(1e-4, 1e4)[:, None, None] * partner)
     return torch.where(where[..., None], mixed.to(raw.dtype), raw)
+
+
+def _mean_power(power: Tensor, padding: Tensor) -> Tensor:
+    """[B, N, P] power, [B, N] padding -> [B] mean power over each clip's real tokens."""
+    real = (~padding)[..., None].to(power.dtype)
+    return (power * real).sum((1, 2)) / (real.sum((1, 2)) * power.shape[-1]).clamp(min=1)
 
 
 def mixed_feats(feats: dict, plan: MixPlan | None, norm_mean: float, norm_std: float) -> dict:
