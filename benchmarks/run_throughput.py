@@ -6,8 +6,9 @@
 Each round runs every variant once, in turn, each in a fresh process: ``model`` is ``bestrq2
 benchmark``'s training step on a noise batch (no loader); the others are ``pretrain`` on real audio
 for ``--steps`` steps (the loop's own ``clips_per_s``, median over its log rows after the first, which
-holds the start-up). A variant is ``SOURCE-wN[-niceK]``: SOURCE ``folder`` (``--data``), ``wav`` (``--wav``: the
-same audio as PCM16 WAV files) or ``pcm16`` (``--shards``, written by ``bestrq2 data shard --format pcm16``), N loader workers, at ``data.worker_nice`` K; ``-cache``: with
+holds the start-up). A variant is ``SOURCE[-wN][-niceK]``: SOURCE ``folder`` (``--data``), ``wav`` (``--wav``: the
+same audio as PCM16 WAV files) or ``pcm16`` (``--shards``, written by ``bestrq2 data shard --format pcm16``), N loader workers (without ``-wN``: the
+default, ``data.num_workers=-1``, which is none on a CPU), at ``data.worker_nice`` K; ``-cache``: with
 ``data.decode_cache=--cache`` (filled once before the first round, the time printed). The table gives
 medians over rounds and each variant's median ratio to the model-only figure of the same round.
 """
@@ -36,7 +37,7 @@ def measure(variant: str, args: argparse.Namespace) -> float:
     cfg.train.batch_size = args.batch_size
     if variant == "model":
         return bench_train(cfg, args.batch_size, args.steps, 10, torch.device("cpu"))["clips_per_s"]
-    source, *opts = variant.split("-")  # SOURCE-wN[-niceK]
+    source, *opts = variant.split("-")  # SOURCE[-wN][-niceK][-cache]
     option = {"folder": "data", "wav": "wav", "pcm16": "shards"}[source]
     data = getattr(args, option)
     if data is None:

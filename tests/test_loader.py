@@ -33,6 +33,33 @@ def test_worker_nice_out_of_range_is_a_config_error():
         DataConfig(worker_nice=20).validate()
 
 
+def test_auto_workers_load_in_the_trainer_on_a_cpu_and_use_two_on_a_gpu():
+    auto = DataConfig()
+    assert auto.num_workers == -1 and auto.workers_on("cpu") == 0 and auto.workers_on("cuda") == 2
+    assert DataConfig(num_workers=3).workers_on("cpu") == 3  # an explicit number stays
+    assert loader_settings(auto, 0, pin_memory=False)["num_workers"] == 0
+    assert loader_settings(auto, 0, pin_memory=True)["num_workers"] == 2  # loaders pin memory for a GPU
+    with pytest.raises(ConfigError, match="num_workers"):
+        DataConfig(num_workers=-2).validate()
+
+
+@pytest.mark.integration
+def test_a_run_saves_the_worker_count_it_used(real_corpus, tmp_path):
+    from bestrq2.config import Config
+    from bestrq2.training.checkpoint import load_checkpoint
+    from bestrq2.training.loop import pretrain
+    from tests.conftest import micro_config
+
+    cfg = micro_config(train__max_steps=1, data__num_workers=-1)
+    pretrain(cfg, real_corpus, tmp_path / "run", progress=False, tensorboard=False)
+    assert Config.from_dict(load_checkpoint(tmp_path / "run")["config"]).data.num_workers == 0
+    assert cfg.data.num_workers == -1  # the caller's config is left as it was
+    # resuming with the same (auto) config keeps the saved count and finishes the run
+    cfg.train.max_steps = 2
+    pretrain(cfg, real_corpus, tmp_path / "run", resume=True, progress=False, tensorboard=False)
+    assert load_checkpoint(tmp_path / "run")["step"] == 1  # max_steps comes from the saved config
+
+
 @pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
 @pytest.mark.parametrize("channels", [1, 2])
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24"])

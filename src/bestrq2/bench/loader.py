@@ -39,7 +39,7 @@ def bench_loader(
 ) -> dict[str, object]:
     if workers is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=workers))
-    workers = cfg.data.num_workers
+    workers = cfg.data.workers_on("cuda" if pin_memory else "cpu")
     warmup = max(1, workers) if warmup is None else warmup
     t0 = time.perf_counter()
     loader, sharded = build_training_loader(source, cfg, batch_size, pin_memory)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -223,9 +224,16 @@ class _WorkerInit:
             os.nice(self.nice)
 
 
+def resolve_workers(cfg: DataConfig, pin_memory: bool) -> DataConfig:
+    """``cfg`` with ``num_workers`` auto (-1) resolved: loaders pin memory exactly when they feed a GPU."""
+    if cfg.num_workers >= 0:
+        return cfg
+    return dataclasses.replace(cfg, num_workers=cfg.workers_on("cuda" if pin_memory else "cpu"))
+
+
 def loader_settings(cfg: DataConfig, seed: int, pin_memory: bool) -> dict[str, Any]:
     """The DataLoader settings every training loader shares (files and tar shards)."""
-    workers = cfg.num_workers
+    workers = resolve_workers(cfg, pin_memory).num_workers
     return {
         "num_workers": workers,
         "pin_memory": pin_memory,
@@ -256,6 +264,7 @@ def build_loader(
     pin_memory: bool = False,
 ) -> DataLoader:
     """An endless loader of fixed-length batches (``crop_seconds``) for one rank."""
+    cfg = resolve_workers(cfg, pin_memory)
     ds = CropDataset(files, cfg, sample_rate, seed)
     stream = BatchStream(len(ds), batch_size, rank, world, seed, start)
     return DataLoader(

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from bestrq2.config import DataConfig
 from bestrq2.data.audio import SILENCE_PEAK, AudioError, choose_crop
-from bestrq2.data.files import collate, loader_settings
+from bestrq2.data.files import collate, loader_settings, resolve_workers
 from bestrq2.data.shards import (
     Shard,
     ShardError,
@@ -324,6 +324,7 @@ def build_shard_loader(
     ``source``: what :func:`bestrq2.data.shards.expand_urls` takes, or the list :func:`counted_shards` made."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    cfg = resolve_workers(cfg, pin_memory)  # the stream's slots follow the worker count
     shards = source if isinstance(source, list) else counted_shards(source)
     total = sum(s.clips for s in shards)
     slots = world * max(1, cfg.num_workers)

@@ -15,6 +15,7 @@ interrupted run stopped, and the same global batch on 1 or N ranks takes the sam
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import signal
@@ -185,6 +186,8 @@ class _Run:
 def _set_up(cfg: Config, data: Path, run_dir: Path, resume: bool, info: DistInfo) -> _Run:
     """Resolve the config (the saved one on resume), list the data once, build and wrap the model and the
     optimiser, and restore their state and the RNGs from the checkpoint when resuming."""
+    if cfg.data.num_workers < 0:  # auto: resolved for this device, and saved as resolved
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=cfg.data.workers_on(info.device.type)))
     ckpt = None
     ckpt_file = checkpoint_path(run_dir)
     if ckpt_file.exists():
