@@ -68,13 +68,13 @@ def mix_patches(raw: Tensor, padding: Tensor, grid: tuple[int, int], plan: MixPl
         return raw
     t = torch.arange(N, device=raw.device) % grid[1]  # [N] time step of each token
     inside = (t[None] >= plan.start[:, None]) & (t[None] < (plan.start + plan.length)[:, None])  # [B, N]
-    partner_raw, partner_pad = raw.roll(1, dims=0), padding.roll(1, dims=0)
-    where = inside & plan.active[:, None] & ~padding & ~partner_pad  # [B, N]
+    where = inside & plan.active[:, None] & ~padding & ~padding.roll(1, dims=0)  # [B, N]
     with torch.autocast(device_type=raw.device.type, enabled=False):
-        power, partner = torch.pow(10.0, raw.float() / 10.0), torch.pow(10.0, partner_raw.float() / 10.0)
-        ratio = _mean_power(power, padding) / _mean_power(partner, partner_pad).clamp(min=1e-12)  # [B]
+        power = torch.pow(10.0, raw.float() / 10.0)
+        level = _mean_power(power, padding)  # [B]
+        ratio = level / level.roll(1, dims=0).clamp(min=1e-12)  # clip over partner
         gain = ratio * torch.pow(10.0, -plan.snr_db / 10.0)
-        mixed = 10.0 * torch.log10(power + gain.clamp(1e-4, 1e4)[:, None, None] * partner)
+        mixed = 10.0 * torch.log10(power + gain.clamp(1e-4, 1e4)[:, None, None] * power.roll(1, dims=0))
     return torch.where(where[..., None], mixed.to(raw.dtype), raw)
 
 

@@ -15,7 +15,7 @@ import time
 import torch
 
 from bestrq2.config import Config
-from bestrq2.data.files import build_loader, list_audio
+from bestrq2.data.files import build_loader, list_audio, resolve_workers
 from bestrq2.data.shard_reader import build_shard_loader
 from bestrq2.data.shards import is_shard_source
 
@@ -39,7 +39,7 @@ def bench_loader(
 ) -> dict[str, object]:
     if workers is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=workers))
-    workers = cfg.data.workers_on("cuda" if pin_memory else "cpu")
+    workers = resolve_workers(cfg.data, pin_memory).num_workers
     warmup = max(1, workers) if warmup is None else warmup
     t0 = time.perf_counter()
     loader, sharded = build_training_loader(source, cfg, batch_size, pin_memory)
