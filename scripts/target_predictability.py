@@ -2,7 +2,8 @@
 
     python scripts/target_predictability.py RUN [RUN ...] [--crops 256]
 
-On ``--crops`` seeded training-length crops of the corpus, per codebook (mean over codebooks, nats):
+On ``--crops`` seeded training-length crops of the corpus, per codebook (mean over codebooks, nats;
+with ``quantizer.codebook_norms`` mixing normalisations, also per normalisation):
 
 - ``marginal``: cross-entropy of the code histogram (fitted on half of the crops, scored on the last
   quarter, add-0.5 smoothing): what a predictor that ignores its input reaches;
@@ -106,6 +107,11 @@ def main() -> None:
         masks = sample_batch_masks(cfg, lengths, S, mask_generator(cfg.train.seed, 0, 10**6))
         out = model(wav, lengths, masks)
         line = " ".join(f"{k} {np.mean(v):.3f}" for k, v in res.items())
+        norms = cfg.quantizer.norms
+        if len(set(norms)) > 1:  # target b * num_codebooks + c is codebook c of band b
+            for c, norm in enumerate(norms):
+                part = " ".join(f"{k} {np.mean(v[c :: len(norms)]):.3f}" for k, v in res.items())
+                print(f"{run}: codebook {c} ({norm} normalisation): {part}", flush=True)
         print(f"{run}: {line} model {float(out['loss']):.3f} (acc {float(out['acc']):.3f}; "
               f"{C} codebooks x {V} codes, {B} crops, mask ratio {masks.ratio:.2f})", flush=True)  # fmt: skip
 

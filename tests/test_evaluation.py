@@ -358,3 +358,35 @@ def test_baselines_flag_compares_three_models(suite, micro_export, tmp_path, cap
 def test_missing_suite_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["evaluate", "logmel", "--suite", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "manifest" in capsys.readouterr().err
+
+
+def test_random_patch_features_are_fixed_windowed_and_ignore_padding():
+    from xares.audio_encoder_checker import check_audio_encoder
+
+    enc = resolve_model("randfeat:64").build()
+    assert check_audio_encoder(enc)
+    assert enc.output_dim == 64 and enc.hop_size_in_ms == 156.25
+    wav = torch.randn(30000) * 0.1
+    alone = enc(wav[None])
+    n = int(enc.output_lengths(torch.tensor([30000]))[0])
+    batch = enc(torch.cat([wav, torch.zeros(20000)])[None], torch.tensor([30000]))
+    assert alone.shape == (1, n, 64) and bool((alone >= 0).all())
+    torch.testing.assert_close(batch[:, :n], alone)
+    # the same spec builds the same map, another seed another one; the global RNG is left alone
+    torch.manual_seed(3)
+    before = torch.rand(1)
+    torch.manual_seed(3)
+    again = resolve_model("randfeat:64").build()
+    assert torch.equal(torch.rand(1), before)
+    assert torch.equal(again.weight, enc.weight) and not torch.equal(resolve_model("randfeat:64:1").build().weight, enc.weight)
+    # a window of 2 reads each step's patch and the next one's (0 past the end), through the same kind of map
+    w2 = resolve_model("randfeat:64:0:2").build()
+    p = w2.frontend(wav[None])["patches"][0]  # [T', P]
+    nxt = torch.cat([p[1:], torch.zeros_like(p[:1])])
+    expect = torch.relu(torch.cat([p, nxt], -1) @ w2.weight + w2.bias)
+    torch.testing.assert_close(w2(wav[None])[0], expect)
+    keys = {resolve_model(s).key for s in ("randfeat", "randfeat:2048:0:1", "randfeat:64", "randfeat:64:1", "randfeat:64:0:2")}
+    assert len(keys) == 4  # the default spelled out is the same model
+    assert resolve_model("randfeat").name == "randfeat-2048" and resolve_model("randfeat:64:1:2").name == "randfeat-64-1-w2"
+    with pytest.raises(ValueError, match="randfeat"):
+        resolve_model("randfeat:big")

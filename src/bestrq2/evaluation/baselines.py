@@ -1,4 +1,4 @@
-"""Floors for every result table: log-mel statistics and a random-init encoder.
+"""Floors for every result table: log-mel statistics, random features of the patches, a random-init encoder.
 
 Both follow the encoder contract of ``bestrq2.inference.BestRQ2Encoder``:
 ``forward(wav[B, T], lengths=None) -> [B, T', D]``, ``output_lengths``, ``sampling_rate``,
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bestrq2.config import ConformerConfig, EncoderConfig, FrontendConfig
-from bestrq2.frontend import LogMel
+from bestrq2.frontend import Frontend, LogMel, token_lengths
 
 
 class LogMelStatsEncoder(nn.Module):
@@ -56,6 +56,51 @@ class LogMelStatsEncoder(nn.Module):
         var = ((mel - mean[..., None]).square() * w).sum(-1) / count
         feats = torch.cat([mean, var.sqrt()], dim=1)  # [B, 2F, T']
         return feats.transpose(1, 2).contiguous()  # [B, T', 2F]
+
+
+class RandomPatchFeaturesEncoder(nn.Module):
+    """Random features of each token's log-mel patch: ReLU(W p + b), nothing trained.
+
+    ``p`` is the encoder's normalised patch (full-band 128 mels x 4 frames by default, one output frame
+    per 156.25 ms), or ``window`` consecutive patches side by side (steps past the clip's end read as
+    the normalised mean, 0). W [window * patch, dim] ~ N(0, 1 / fan_in) and b ~ N(0, 1/4) come from
+    ``seed`` (the global RNG is left alone). A one-hidden-layer random network sees no context beyond
+    its window, so an encoder that does not beat it has learned no more than a nonlinear map of the
+    patch (results/recipe/README.md, stop 25). The probe reads wide features faster, so compare at the
+    same ``dim`` when the protocol's short probe is the measure.
+    """
+
+    def __init__(
+        self, frontend: FrontendConfig | None = None, dim: int = 2048, seed: int = 0, window: int = 1
+    ):
+        super().__init__()
+        if dim < 1 or window < 1:
+            raise ValueError(f"random features need dim >= 1 and window >= 1, got dim={dim}, window={window}")
+        self.cfg = frontend or FrontendConfig(patch_freq=128, patch_time=4)
+        if self.cfg.freq_patches != 1:
+            raise ValueError("random patch features need full-band patches (patch_freq = n_mels)")
+        self.frontend = Frontend(self.cfg)
+        self.window = window
+        fan_in = window * self.cfg.patch_freq * self.cfg.patch_time
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.randn(fan_in, dim, generator=g) / fan_in**0.5)
+        self.register_buffer("bias", torch.randn(dim, generator=g) * 0.5)
+        self.sampling_rate = self.cfg.sample_rate
+        self.output_dim = dim
+        self.hop_size_in_ms = self.cfg.hop_size_in_ms
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return token_lengths(self.cfg, lengths)
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None, layer: int | None = None) -> Tensor:
+        if wav.dim() == 1:
+            wav = wav[None]
+        patches = self.frontend(wav, lengths)["patches"]  # [B, T', P]; past the end: 0
+        if self.window > 1:
+            ahead = F.pad(patches, (0, 0, 0, self.window - 1))  # [B, T' + w - 1, P]
+            T = patches.shape[1]
+            patches = torch.cat([ahead[:, i : i + T] for i in range(self.window)], dim=-1)  # [B, T', w * P]
+        return torch.relu(patches @ self.weight + self.bias)  # [B, T', dim]
 
 
 def random_encoder(

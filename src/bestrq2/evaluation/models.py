@@ -3,6 +3,7 @@
 ``MODEL`` is one of
   ``DIR``                an export folder (config.json + model.safetensors), or a run folder / checkpoint
   ``logmel``             log-mel statistics baseline (reference frontend)
+  ``randfeat[:DIM[:SEED[:WINDOW]]]`` random ReLU features of each 128 x 4 log-mel patch (default 2048, 0, 1)
   ``random:PRESET[:SEED]`` a random-init encoder of a preset (``random:tiny``, ``random:base:3``)
   ``random:DIR[:SEED]``    a random-init encoder with the architecture of an export folder
 """
@@ -27,7 +28,7 @@ from bestrq2.config import (
     _from_dict,
     get_preset,
 )
-from bestrq2.evaluation.baselines import LogMelStatsEncoder, random_encoder
+from bestrq2.evaluation.baselines import LogMelStatsEncoder, RandomPatchFeaturesEncoder, random_encoder
 
 KEY_VERSION = "1"
 """Bump when the way embeddings are computed changes, so old cache entries are not reused."""
@@ -115,6 +116,15 @@ def resolve_model(spec: str, layer: int | None = None) -> ModelSpec:
         return ModelSpec(
             spec, "logmel", _digest("logmel", _config_json(fe)), lambda: LogMelStatsEncoder(fe).eval()
         )
+    if spec == "randfeat" or spec.startswith("randfeat:"):
+        m = re.fullmatch(r"randfeat(?::(\d+)(?::(\d+)(?::(\d+))?)?)?", spec)
+        if not m:
+            raise ValueError(f"{spec!r}: expected randfeat[:DIM[:SEED[:WINDOW]]] with whole numbers")
+        dim, seed, window = (int(g) if g else d for g, d in zip(m.groups(), (2048, 0, 1), strict=True))
+        fe = FrontendConfig(patch_freq=128, patch_time=4)
+        name = f"randfeat-{dim}" + (f"-{seed}" if seed else "") + (f"-w{window}" if window > 1 else "")
+        key = _digest("randfeat", _config_json(fe), str(dim), str(seed), str(window))
+        return ModelSpec(spec, name, key, lambda: RandomPatchFeaturesEncoder(fe, dim, seed, window).eval())
     if spec.startswith("random:"):
         source, seed = spec[len("random:") :], 0
         m = re.fullmatch(r"(.+):(\d+)", source)
@@ -144,7 +154,9 @@ def resolve_model(spec: str, layer: int | None = None) -> ModelSpec:
             )
         key = _digest("checkpoint", _file_digest(ckpt), tag)
     else:
-        raise FileNotFoundError(f"model {spec!r}: no such folder or file (or use logmel, random:PRESET)")
+        raise FileNotFoundError(
+            f"model {spec!r}: no such folder or file (or use logmel, randfeat, random:PRESET)"
+        )
 
     def build() -> nn.Module:
         from bestrq2.export import load_encoder
