@@ -1,6 +1,6 @@
 """Floors for every result table: log-mel statistics, random features of the patches, a random-init encoder.
 
-Both follow the encoder contract of ``bestrq2.inference.BestRQ2Encoder``:
+All three follow the encoder contract of ``bestrq2.inference.BestRQ2Encoder``:
 ``forward(wav[B, T], lengths=None) -> [B, T', D]``, ``output_lengths``, ``sampling_rate``,
 ``output_dim`` and ``hop_size_in_ms``, so the evaluator (and X-ARES) treat them like any model.
 """
