@@ -7,7 +7,8 @@ the demo suite with the X-ARES linear probe (LayerNorm + Linear, Adam lr 1e-3, c
 best epoch on validation) at each number of epochs. The protocol is 10; at 200 the probe has converged
 on these tasks (the score moves by less than the seed spread between 50 and 200), so the 200-epoch gap
 between a pretrained encoder and its random floor is the linear information pretraining added, which
-no readout of the mean-pooled features can exceed. Writes ``table.md`` and ``results.json``.
+no readout of the mean-pooled features can exceed. kNN (which has no training) is printed once per model.
+Writes ``table.md`` and ``results.json``.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ def main() -> None:
             per = {t.name: score_task(t, frames, suite.root, hop, cfg) for t in suite.tasks}
             _, overall = aggregate(per)
             results[spec][ep] = {"overall": overall["mlp"], "tasks": {k: v["mlp"] for k, v in per.items()}}
-            print(f"{spec} epochs {ep}: probe {overall['mlp']:.3f}", flush=True)
-    head = "| encoder | " + " | ".join(f"{e} epochs" for e in args.epochs) + " |"
-    rows = [head, "|---" * (len(args.epochs) + 1) + "|"]
+            results[spec]["knn"] = overall["knn"]  # the same at every probe length
+            print(f"{spec} epochs {ep}: probe {overall['mlp']:.3f} (kNN {overall['knn']:.3f})", flush=True)
+    head = "| encoder | " + " | ".join(f"probe, {e} epochs" for e in args.epochs) + " | kNN |"
+    rows = [head, "|---" * (len(args.epochs) + 2) + "|"]
     rows += [
-        f"| {s} | " + " | ".join(f"{r[e]['overall']:.3f}" for e in args.epochs) + " |"
+        f"| {s} | " + " | ".join(f"{r[e]['overall']:.3f}" for e in args.epochs) + f" | {r['knn']:.3f} |"
         for s, r in results.items()
     ]
     print("\n".join(rows))
