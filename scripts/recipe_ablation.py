@@ -106,6 +106,16 @@ VARIANTS["t8+mix50"] = TINY8 + ["mix.prob=0.5"]
 # with a local predictor, the predictor cannot work out which source to follow from the whole clip itself: that
 # has to reach the bracketing tokens through the encoder
 VARIANTS["t8+mix50local1"] = VARIANTS["t8+mix50"] + ["predictor.neighbours=1"]
+# stop 26: a one-sided local predictor. A masked slot reads the nearest visible step on its left only, so its
+# right bracketing patch reaches the prediction only through the encoder's output at the left one: the encoder
+# has to carry its neighbours' content (with spans of 4, a neighbour at least 625 ms away)
+VARIANTS["t8+left1"] = VARIANTS["t8+local1"] + ["predictor.sides=left"]
+VARIANTS["t8+span4left1"] = VARIANTS["t8+span4local1"] + ["predictor.sides=left"]
+# an attention-only predictor: a code's logits are linear in an attention-weighted sum of the encoder's
+# outputs, so a prediction that needs the *conjunction* of the bracketing patches (mean pooling rewards
+# nonlinear features of several patches, not their linear sum) has to be computed by the encoder
+VARIANTS["t8+attn1"] = TINY8 + ["predictor.depth=1", "predictor.mlp_ratio=0"]
+VARIANTS["t8+attn2"] = TINY8 + ["predictor.mlp_ratio=0"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 

@@ -351,34 +351,39 @@ def test_encoder_freeze_keeps_the_encoder_still_then_ramps_it_in():
 # ----------------------------------------------------------------------------- local predictor, context
 
 
-def _local_setup(neighbours: int, grid: tuple[int, int], padding: torch.Tensor, seed: int = 0):
+def _local_setup(neighbours: int, grid: tuple[int, int], padding: torch.Tensor, seed: int = 0, sides: str = "both"):
     from bestrq2.config import MaskConfig, PredictorConfig
     from bestrq2.masking import sample_masks
     from bestrq2.models.predictor import Predictor
 
     torch.manual_seed(seed)
-    cfg = PredictorConfig(width=32, depth=2, heads=2, neighbours=neighbours)
+    cfg = PredictorConfig(width=32, depth=2, heads=2, neighbours=neighbours, sides=sides)
     pred = Predictor(cfg, 16, "rope").eval()
     masks = sample_masks(padding, MaskConfig(ratio_min=0.7, ratio_max=0.7), torch.Generator().manual_seed(seed))
     return pred, masks
 
 
-def _bracketing_steps(masks, b: int, j: int, tb: int, n: int) -> set[int]:
-    """The n nearest visible time steps on either side of masked slot j (the spec, written out)."""
+def _bracketing_steps(masks, b: int, j: int, tb: int, n: int, sides: str) -> set[int]:
+    """The n nearest visible time steps on either side of masked slot j, or on its left only (the right
+    when the left has none): the spec, written out."""
     t = int(masks.ids_mask[b, j]) % tb
     steps = sorted({int(i) % tb for i, pad in zip(masks.ids_keep[b], masks.keep_pad[b]) if not pad})
     left = [s for s in steps if s <= t][-n:]
     right = [s for s in steps if s >= t][:n]
+    if sides == "left":
+        return set(left or right)
     return set(left) | set(right)
 
 
+@pytest.mark.parametrize("sides", ["both", "left"])
 @pytest.mark.parametrize("grid", [(1, 20), (2, 10)])
-def test_local_predictor_reads_only_the_nearest_visible_steps(grid):
+def test_local_predictor_reads_only_the_nearest_visible_steps(grid, sides):
     fb, tb = grid
     padding = torch.zeros(2, fb * tb, dtype=torch.bool)
     padding.view(2, fb, tb)[1, :, 8:] = True  # the second clip is shorter: padding never counts as visible
-    for n in (1, 2):
-        pred, masks = _local_setup(n, grid, padding)
+    checked_right_fallback = False
+    for n, seed in ((1, 0), (2, 0), (1, 3), (2, 3)):
+        pred, masks = _local_setup(n, grid, padding, seed, sides)
         K = masks.ids_keep.shape[1]
         context = torch.randn(2, K, 16)
         with torch.no_grad():
@@ -392,19 +397,48 @@ def test_local_predictor_reads_only_the_nearest_visible_steps(grid):
                     for j in range(masks.ids_mask.shape[1]):
                         if masks.mask_pad[b, j]:
                             continue
-                        reads = not masks.keep_pad[b, k] and step in _bracketing_steps(masks, b, j, tb, n)
+                        reads = not masks.keep_pad[b, k] and step in _bracketing_steps(masks, b, j, tb, n, sides)
                         assert (diff[j] > 1e-4) == reads, (n, b, k, j)
+                        checked_right_fallback |= reads and step > int(masks.ids_mask[b, j]) % tb
+    assert checked_right_fallback  # some slot in these masks has to look right (both sides, or no left)
 
 
 def test_local_predictor_is_off_by_default_and_trains():
     assert micro_config().predictor.neighbours == 0
     with pytest.raises(ConfigError, match="neighbours"):
         micro_config(predictor__neighbours=-1).validate()
+    with pytest.raises(ConfigError, match="sides"):
+        micro_config(predictor__sides="left").validate()
     cfg = full_band(predictor__neighbours=1)
     model = build_objective(cfg)
     wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
     masks = sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0))
     loss = model(wav, lengths, masks)["loss"]
+    loss.backward()
+    assert loss.isfinite() and model.encoder.patch_embed.weight.grad.abs().sum() > 0
+
+
+def test_attention_only_predictor_blocks_have_no_mlp_and_train():
+    """predictor.mlp_ratio=0: blocks are x + g * attn(norm(x)) with no MLP, so predictor tokens interact
+    only through attention weights; the encoder must not be built that way."""
+    block = Block(16, 2, mlp_ratio=0.0, style=BlockStyle(layer_scale=0.1))
+    assert block.mlp is None and block.norm2 is None and block.gamma2 is None
+    x = torch.randn(2, 5, 16)
+    assert torch.allclose(block(x), x + block.attn(block.norm1(x)) * block.gamma1)
+    with pytest.raises(ConfigError, match="mlp_ratio"):
+        micro_config(predictor__mlp_ratio=-1.0).validate()
+    with pytest.raises(ConfigError, match="mlp_ratio"):
+        micro_config(encoder__mlp_ratio=0.0).validate()
+    cfg = full_band(predictor__mlp_ratio=0.0)
+    model = build_objective(cfg)
+    with_mlp = build_objective(full_band())
+    n = lambda m: sum(p.numel() for p in m.predictor.parameters())  # noqa: E731
+    b0 = with_mlp.predictor.blocks[0]
+    mlp_part = sum(p.numel() for m in (b0.mlp, b0.norm2) for p in m.parameters())
+    mlp_part += 0 if b0.gamma2 is None else b0.gamma2.numel()
+    assert n(with_mlp) - n(model) == cfg.predictor.depth * mlp_part
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
+    loss = model(wav, lengths, sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0)))["loss"]
     loss.backward()
     assert loss.isfinite() and model.encoder.patch_embed.weight.grad.abs().sum() > 0
 

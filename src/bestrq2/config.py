@@ -21,6 +21,7 @@ MlpKind = Literal["gelu", "swiglu"]
 QuantizerNorm = Literal["none", "patch", "global"]
 MaskFill = Literal["noise", "token"]
 MaskKind = Literal["patch", "time"]
+PredictorSides = Literal["both", "left"]
 
 
 class ConfigError(ValueError):
@@ -138,6 +139,7 @@ class EncoderConfig:
         _check(self.layer_scale >= 0, "encoder.layer_scale must be >= 0")
         _check(self.width % self.heads == 0, "encoder.width must be divisible by encoder.heads")
         _check(self.depth >= 1, "encoder.depth must be >= 1")
+        _check(self.mlp_ratio > 0, "encoder.mlp_ratio must be > 0")
         _check(0.0 <= self.drop_path < 1.0, "encoder.drop_path must be in [0, 1)")
         _check(self.width % 4 == 0, "encoder.width must be a multiple of 4 (2-D positions)")
         if self.positions == "rope":
@@ -152,6 +154,10 @@ class PredictorConfig:
     depth: int = 4
     heads: int = 12
     mlp_ratio: float = 4.0
+    """MLP hidden width / width; 0 builds attention-only blocks. A masked slot's state is then its query
+    plus an attention-weighted sum of per-token projections of the encoder's outputs: tokens interact only
+    through the attention weights, so a prediction that needs a nonlinear combination of several visible
+    patches has to find it already computed by the encoder."""
     drop_path: float = 0.0
     neighbours: int = 0
     """0: every predictor token attends to every other (the paper). n >= 1: a *local* predictor: each
@@ -160,12 +166,23 @@ class PredictorConfig:
     away must then already be in the encoder's outputs, so the encoder, not the predictor, has to
     contextualise (results/recipe/README.md, "The encoder uses no context"). The mask is a boolean
     attention mask, so on a GPU attention leaves the flash kernel."""
+    sides: PredictorSides = "both"
+    """With ``neighbours >= 1``: "both" reads the nearest visible steps on either side of a masked slot;
+    "left" reads them on the left only (slots before the first visible step read the right instead).
+    A masked slot's right bracketing patch is then reachable only through the encoder's output at its
+    left one, so the encoder has to carry its neighbours' content (a one-sided pretext, like
+    autoregressive predictive coding, kept inside the two-step method)."""
 
     def validate(self) -> None:
         _check(self.width % self.heads == 0, "predictor.width must be divisible by predictor.heads")
         _check(self.width % 4 == 0, "predictor.width must be a multiple of 4")
         _check(self.depth >= 1, "predictor.depth must be >= 1")
+        _check(self.mlp_ratio >= 0, "predictor.mlp_ratio must be >= 0 (0 = attention-only blocks)")
         _check(self.neighbours >= 0, "predictor.neighbours must be >= 0 (0 = full attention)")
+        _check(
+            self.sides == "both" or self.neighbours >= 1,
+            "predictor.sides='left' needs a local predictor (predictor.neighbours >= 1)",
+        )
 
 
 @dataclass(kw_only=True)

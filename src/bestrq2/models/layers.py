@@ -116,7 +116,8 @@ PLAIN = BlockStyle()
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + g1 * attn(norm(x)), then x + g2 * mlp(norm(x))."""
+    """Pre-norm transformer block: x + g1 * attn(norm(x)), then x + g2 * mlp(norm(x)); ``mlp_ratio=0``
+    leaves the MLP out (an attention-only block)."""
 
     def __init__(
         self,
@@ -130,8 +131,10 @@ class Block(nn.Module):
         super().__init__()
         self.norm1 = make_norm(style.norm, dim)
         self.attn = Attention(dim, heads, qkv_bias, style.qk_norm)
-        self.norm2 = make_norm(style.norm, dim)
-        if style.mlp == "swiglu":
+        self.norm2 = make_norm(style.norm, dim) if mlp_ratio > 0 else None
+        if mlp_ratio <= 0:
+            self.mlp = None  # an attention-only block
+        elif style.mlp == "swiglu":
             self.mlp = SwiGLU(dim, swiglu_hidden(dim, mlp_ratio))
         elif style.mlp == "gelu":
             self.mlp = Mlp(dim, int(dim * mlp_ratio))
@@ -140,11 +143,13 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
         scale = style.layer_scale
         self.gamma1 = nn.Parameter(torch.full((dim,), scale)) if scale > 0 else None
-        self.gamma2 = nn.Parameter(torch.full((dim,), scale)) if scale > 0 else None
+        self.gamma2 = nn.Parameter(torch.full((dim,), scale)) if scale > 0 and self.mlp is not None else None
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, rope: Rope = None) -> Tensor:
         a = self.attn(self.norm1(x), attn_mask, rope)
         x = x + self.drop_path(a if self.gamma1 is None else a * self.gamma1)
+        if self.mlp is None:
+            return x
         m = self.mlp(self.norm2(x))
         return x + self.drop_path(m if self.gamma2 is None else m * self.gamma2)
 

@@ -57,19 +57,24 @@ class Predictor(nn.Module):
             cos, sin = rope_2d(grid, self.cfg.width // self.cfg.heads, x.device)
             rope = (gather_tokens(cos, ids, B), gather_tokens(sin, ids, B))
         padding = torch.cat([masks.keep_pad, masks.mask_pad], dim=1) if masks.any_padding else None  # [B, K + M]
-        local = local_attention_mask(masks, grid, self.cfg.neighbours) if self.cfg.neighbours else None
+        local = (
+            local_attention_mask(masks, grid, self.cfg.neighbours, left_only=self.cfg.sides == "left")
+            if self.cfg.neighbours
+            else None
+        )
         x, _ = run_blocks(self.blocks, x, padding, rope, attn_mask=local)
         return self.norm(x[:, K:])  # [B, M, W]
 
 
-def local_attention_mask(masks: Masks, grid: tuple[int, int], n: int) -> Tensor:
+def local_attention_mask(masks: Masks, grid: tuple[int, int], n: int, left_only: bool = False) -> Tensor:
     """SDPA boolean mask [B, 1, K + M, K + M] (True = attend) of a local predictor over [visible; masked].
 
     A masked slot at time step t attends to itself and to the real visible tokens at the n nearest time
     steps before or at t that hold a visible token, and likewise at or after t; a visible slot attends to
     itself only, so that no layer can carry a visible token's content farther. Time steps are the token
-    grid's columns (token id % time blocks), so 2-D grids work as full-band ones do. Every example keeps at
-    least one real visible token (:func:`bestrq2.masking.sample_masks`), so every masked slot sees one."""
+    grid's columns (token id % time blocks), so 2-D grids work as full-band ones do. With ``left_only`` a
+    masked slot reads only the steps at or before it, or, when none is, those after it. Every example keeps
+    at least one real visible token (:func:`bestrq2.masking.sample_masks`), so every masked slot sees one."""
     ids_keep, ids_mask = masks.ids_keep, masks.ids_mask
     B, K = ids_keep.shape
     M = ids_mask.shape[1]
@@ -86,6 +91,8 @@ def local_attention_mask(masks: Masks, grid: tuple[int, int], n: int) -> Tensor:
     tm3, tk3 = tm[:, :, None], tk[:, None, :]
     left = (tk3 <= tm3) & (c_m - c_k < n)  # visible steps in (tk, tm] fewer than n
     right = (tk3 >= tm3) & (c_k - 1 - (c_m - v_m) < n)  # visible steps in [tm, tk) fewer than n
+    if left_only:
+        right = right & (c_m == 0)  # only slots with no visible step at or before them look right
     m2k = (left | right) & real_k[:, None, :]  # [B, M, K]
     eye = torch.eye(K + M, dtype=torch.bool, device=device).expand(B, -1, -1)
     allowed = eye.clone()
