@@ -111,9 +111,9 @@ VARIANTS["t8+mix50local1"] = VARIANTS["t8+mix50"] + ["predictor.neighbours=1"]
 # has to carry its neighbours' content (with spans of 4, a neighbour at least 625 ms away)
 VARIANTS["t8+left1"] = VARIANTS["t8+local1"] + ["predictor.sides=left"]
 VARIANTS["t8+span4left1"] = VARIANTS["t8+span4local1"] + ["predictor.sides=left"]
-# an attention-only predictor: a code's logits are linear in an attention-weighted sum of the encoder's
-# outputs, so a prediction that needs the *conjunction* of the bracketing patches (mean pooling rewards
-# nonlinear features of several patches, not their linear sum) has to be computed by the encoder
+# an attention-only predictor: a masked slot's state is its query plus an attention-weighted sum of per-token
+# projections of the encoder's outputs, so a prediction that needs a *conjunction* of the bracketing patches
+# (mean pooling rewards nonlinear features of several patches, not their sum) has to be computed by the encoder
 VARIANTS["t8+attn1"] = TINY8 + ["predictor.depth=1", "predictor.mlp_ratio=0"]
 VARIANTS["t8+attn2"] = TINY8 + ["predictor.mlp_ratio=0"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
