@@ -4,7 +4,8 @@
 # random-init encoder and a log-mel baseline, and print the results.
 #
 #   DEMO_STEPS=2000 bash scripts/demo.sh    (fewer steps: a quicker, weaker run; the tiny preset's 4000
-#                                           steps take about 13 min on 2 cores)
+#                                           steps take 4-13 min on 2 cores,
+#                                           depending on the machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
