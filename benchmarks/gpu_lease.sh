@@ -83,6 +83,7 @@ print(max(50, int(secs / step)))
 PYEOF
 )
 echo "recipe: $STEPS steps per seed at batch $RB, lr $RLR"
+rm -rf "$WORK/recipe"  # a rerun on a warm machine must not export (and report) the last lease's runs
 PIDS=()
 for seed in 0 1; do
   timeout -k 15 $(( RSEC * 2 )) "$PY" -m bestrq2.cli pretrain --data "$CORPUS" --out "$WORK/recipe/seed$seed" --preset small-2x \
