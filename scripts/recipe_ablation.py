@@ -80,6 +80,10 @@ VARIANTS["t8+pglobal"] = TINY8 + ["quantizer.num_codebooks=2", "quantizer.codebo
 VARIANTS["t8+ppatch"] = TINY8 + ["quantizer.num_codebooks=2"]  # pglobal's control: twice the targets, no level
 VARIANTS["t8+w384"] = TINY8 + ["encoder.width=384", "encoder.heads=6"]  # does the gain grow with width?
 VARIANTS["t8+d8"] = TINY8 + ["encoder.depth=8"]  # the encoder reads a fifth of the tokens: depth is cheap
+# block 2 of the 4-block encoder is its best layer, the last two serve the predictor (stop 23): a 2-block
+# encoder, alone or with the predictor taking over the two blocks it lost
+VARIANTS["t8+d2"] = TINY8 + ["encoder.depth=2"]
+VARIANTS["t8+d2p4"] = TINY8 + ["encoder.depth=2", "predictor.depth=4"]
 # stop 23: masked spans long enough that a neighbour cannot be copied (625 ms, 1.25 s): does predicting far
 # from any visible token push clip-level properties into the encoder?
 VARIANTS["t8+span4"] = TINY8 + ["mask.kind=time", "mask.span=4"]
