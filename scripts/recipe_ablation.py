@@ -84,6 +84,12 @@ VARIANTS["t8+d8"] = TINY8 + ["encoder.depth=8"]  # the encoder reads a fifth of 
 # encoder, alone or with the predictor taking over the two blocks it lost
 VARIANTS["t8+d2"] = TINY8 + ["encoder.depth=2"]
 VARIANTS["t8+d2p4"] = TINY8 + ["encoder.depth=2", "predictor.depth=4"]
+# the small-2x preset's encoder and predictor (21.5 M encoder parameters, 12 blocks of width 384) trained as
+# tiny is (16 x 5 s clips a step), lr halved for the depth: does a larger encoder learn context on a CPU budget?
+VARIANTS["t8+s2x"] = TINY8 + [
+    "encoder.width=384", "encoder.heads=6", "encoder.depth=12", "encoder.drop_path=0.1",
+    "predictor.width=384", "predictor.heads=6", "predictor.depth=4", "optim.lr=2.5e-4",
+]  # fmt: skip
 # stop 23: masked spans long enough that a neighbour cannot be copied (625 ms, 1.25 s): does predicting far
 # from any visible token push clip-level properties into the encoder?
 VARIANTS["t8+span4"] = TINY8 + ["mask.kind=time", "mask.span=4"]
