@@ -115,3 +115,32 @@ def test_concat_pooling_keeps_every_frequency_block(trained_run, tmp_path):
     torch.testing.assert_close(b.reshape(2, 4, 8, 64).mean(2), a)
     checker = pytest.importorskip("xares.audio_encoder_checker")
     assert checker.check_audio_encoder(cat)
+
+
+def test_export_blocks_keeps_the_first_blocks_and_the_final_norm(trained_run, tmp_path):
+    out = export(trained_run / "run", tmp_path / "exp1", blocks=1)
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["encoder"]["depth"] == 1 and meta["trained_depth"] == 2
+    assert not any(k.startswith("encoder.blocks.1.") for k in load_file(str(out / "model.safetensors")))
+    loaded = bestrq2.load_encoder(out)
+    # the training model's encoder: raw output of block 1 through the final norm, pooled over frequency
+    ckpt = load_checkpoint(trained_run / "run")
+    _, cfg = build_from_checkpoint(ckpt)
+    model = build_objective(cfg).eval()
+    model.load_state_dict(ckpt["model"])
+    wav = torch.randn(2, 37000) * 0.1
+    with torch.no_grad():
+        feats = model.frontend(wav)
+        _, (block1,) = model.encoder.forward_intermediates(feats["patches"], feats["grid"], layers=[0])
+        frames = model.encoder.norm(block1).reshape(2, *feats["grid"], -1).mean(1)
+        full = bestrq2.load_encoder(export(trained_run / "run", tmp_path / "full"))(wav)
+        torch.testing.assert_close(loaded(wav), frames)
+    assert not torch.allclose(loaded(wav), full)
+
+
+@pytest.mark.parametrize("blocks", ["0", "3"])
+def test_export_blocks_out_of_range_is_a_clear_error(trained_run, tmp_path, capsys, blocks):
+    rc = cli_main(["export", str(trained_run / "run"), "--out", str(tmp_path / "e"), "--blocks", blocks])
+    assert rc != 0
+    assert "between 1 and the encoder's depth 2" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()

@@ -72,7 +72,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             chunk = float(chunk)
         except ValueError:
             raise SystemExit(f"--chunk-seconds: expected seconds or 'crop', got {chunk!r}") from None
-    out = export(args.run, args.out, args.pooling, args.encoder, chunk, onnx=args.onnx, dtype=args.dtype)
+    out = export(args.run, args.out, args.pooling, args.encoder, chunk, onnx=args.onnx, dtype=args.dtype, blocks=args.blocks)
     print(f"exported encoder to {out}" + (" (and model.onnx)" if args.onnx else ""))
     return 0
 
@@ -225,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default="fp32", choices=["fp32", "bf16", "int8"],
         help="inference arithmetic load_encoder applies (weights stay fp32): bf16 autocast or dynamic int8 linear "
         "layers in the encoder, the frontend in fp32; falls back to fp32 with a warning where unsupported",
+    )
+    p.add_argument(
+        "--blocks", type=int, metavar="N",
+        help="keep only the first N encoder blocks (then the final norm): a smaller ViT whose output is block N's "
+        "(`bestrq2 diagnose` scores every block; in a two-step model the top blocks work for the predictor)",
     )
     p.set_defaults(fn=cmd_export)
 

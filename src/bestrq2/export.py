@@ -8,7 +8,7 @@ heads or quantizer. ``load_encoder`` rebuilds the module from that folder alone.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ def build_from_checkpoint(
 
 def export(
     run: str | Path, out: str | Path, pooling: str = "mean", which: str | None = None,
-    chunk_seconds: float | str | None = None, onnx: bool = False, dtype: str = "fp32",
+    chunk_seconds: float | str | None = None, onnx: bool = False, dtype: str = "fp32", blocks: int | None = None,
 ) -> Path:  # fmt: skip
     """Write ``out/config.json`` and ``out/model.safetensors`` from a run folder or checkpoint file.
 
@@ -96,7 +96,8 @@ def export(
     the training crop, so the encoder never sees a longer sequence than in pretraining); ``onnx`` also
     writes ``out/model.onnx`` (waveform [B, T] + lengths [B] -> frames [B, T', D], frontend included;
     see :mod:`bestrq2.onnx_export`); ``dtype`` ('fp32', 'bf16', 'int8') is recorded as the export's
-    ``inference_dtype``, which :func:`load_encoder` applies (weights stay fp32; see :mod:`bestrq2.precision`)."""
+    ``inference_dtype``, which :func:`load_encoder` applies (weights stay fp32; see :mod:`bestrq2.precision`);
+    ``blocks`` keeps the ViT's first ``blocks`` blocks and its final norm (see :func:`truncate_blocks`)."""
     from bestrq2.precision import DTYPES
 
     if dtype not in DTYPES:
@@ -116,9 +117,27 @@ def export(
         "exported_encoder": exported_weights(ckpt["model"], cfg, which),
         "inference_dtype": dtype,
     }
+    if blocks is not None:
+        meta["trained_depth"] = cfg.encoder.depth
+        enc = truncate_blocks(enc, blocks)
     out = save_encoder(enc, out, meta, onnx=onnx)
     write_card(out)  # README.md: the hub layout's model card
     return out
+
+
+def truncate_blocks(enc: BestRQ2Encoder | ConformerEncoder, blocks: int) -> BestRQ2Encoder:
+    """Keep the first ``blocks`` transformer blocks of a ViT encoder, then its final norm: a smaller plain
+    ViT whose output is block ``blocks``'s, normed. In a two-step model the last blocks work for the predictor
+    and the best features often sit lower (``bestrq2 diagnose`` scores every block)."""
+    if not isinstance(enc, BestRQ2Encoder):
+        raise ValueError("--blocks applies to ViT encoders only")
+    depth = len(enc.encoder.blocks)
+    if not 1 <= blocks <= depth:
+        raise ValueError(f"blocks must be between 1 and the encoder's depth {depth}, got {blocks}")
+    cfg = replace(enc.encoder_cfg, depth=blocks)
+    enc.encoder_cfg = enc.encoder.cfg = cfg
+    enc.encoder.blocks = enc.encoder.blocks[:blocks]
+    return enc
 
 
 def encoder_meta(enc: BestRQ2Encoder | ConformerEncoder, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
