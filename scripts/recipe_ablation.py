@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import statistics
 import subprocess
 import time
@@ -179,6 +180,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=4.0, help="pretraining CPU time per run")
     ap.add_argument("--steps", type=int, help="fixed optimiser steps instead of the calibrated ones")
     ap.add_argument("--data", default="data/corpus/manifest.jsonl")
+    ap.add_argument("--data-fraction", type=float, default=1.0,
+                    help="pretrain on a seeded random subset of this share of the manifest's files (a data-scale curve)")
     ap.add_argument("--suite", default="data/suite")
     ap.add_argument("--runs", default="runs/recipe")
     ap.add_argument("--out", default="results/recipe")
@@ -188,6 +191,7 @@ def main() -> None:
         name, _, body = e.partition("=")
         extra[name] = [o for o in body.split(";") if o]
     runs, out = Path(args.runs), Path(args.out)
+    data = subset_manifest(Path(args.data), args.data_fraction, runs) if args.data_fraction < 1 else Path(args.data)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
@@ -199,7 +203,7 @@ def main() -> None:
         "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
     }  # fmt: skip
     for name in args.variants.split(","):
-        steps = args.steps or calibrate(name, extra, Path(args.data), runs, args.minutes)
+        steps = args.steps or calibrate(name, extra, data, runs, args.minutes)
         minutes = None if args.steps else args.minutes
         for seed in [int(s) for s in args.seeds.split(",")]:
             key = f"{name}/seed{seed}"
@@ -210,7 +214,7 @@ def main() -> None:
             cfg = config(name, seed, extra, steps)
             t0 = time.time()
             if not (run / "summary.json").exists():
-                pretrain(cfg, Path(args.data), run, resume=(run / "checkpoints" / "last.pt").exists(), progress=False)
+                pretrain(cfg, data, run, resume=(run / "checkpoints" / "last.pt").exists(), progress=False)
             train_s = json.loads((run / "summary.json").read_text())["elapsed_s"]
             exp = export(run, run / f"export{'-' + export_kind if export_kind else ''}", **EXPORTS.get(export_kind, {}))
             pre = scores(evaluate(str(exp), args.suite, progress=False))
@@ -225,6 +229,22 @@ def main() -> None:
             (out / "table.md").write_text(table(results))
             print(f"{key}: pretrained {pre['mlp']:.3f}/{pre['knn']:.3f} random {rnd['mlp']:.3f}/{rnd['knn']:.3f}", flush=True)
     print(table(results))
+
+
+def subset_manifest(manifest: Path, fraction: float, runs: Path) -> Path:
+    """A JSONL manifest of ``fraction`` of ``manifest``'s rows (shuffled with seed 0, so every run of a
+    fraction gets the same files; a smaller fraction's files are a subset of a larger one's), paths made absolute."""
+    if not 0 < fraction <= 1:
+        raise SystemExit(f"--data-fraction must be in (0, 1], got {fraction}")
+    lines = [line for line in manifest.read_text().splitlines() if line.strip()]
+    random.Random(0).shuffle(lines)
+    rows = [json.loads(line) for line in lines[: max(1, int(len(lines) * fraction))]]
+    for row in rows:
+        row["path"] = str((manifest.parent / row["path"]).resolve())
+    path = runs / f"{manifest.stem}-fraction{fraction:g}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
 
 
 def table(results: dict) -> str:
