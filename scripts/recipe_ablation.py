@@ -238,6 +238,8 @@ def subset_manifest(manifest: Path, fraction: float, runs: Path) -> Path:
     fraction gets the same files; a smaller fraction's files are a subset of a larger one's), paths made absolute."""
     if not 0 < fraction <= 1:
         raise SystemExit(f"--data-fraction must be in (0, 1], got {fraction}")
+    if manifest.suffix != ".jsonl" or not manifest.is_file():
+        raise SystemExit(f"--data-fraction needs a .jsonl manifest as --data, got {manifest}")
     lines = [line for line in manifest.read_text().splitlines() if line.strip()]
     random.Random(0).shuffle(lines)
     rows = [json.loads(line) for line in lines[: max(1, int(len(lines) * fraction))]]

@@ -381,7 +381,7 @@ def _pretrain(
         print(
             f"bestrq2: {cfg.method} preset={cfg.preset} encoder={num_params(core.encoder) / 1e6:.2f}M "
             f"total={num_params(core) / 1e6:.2f}M params | {'shards ' + str(data) if sharded else str(len(run.files)) + ' files'} "
-            f"({cfg.data.num_workers or 'no'} loader workers) "
+            f"({cfg.data.num_workers or 'no'} loader worker{'' if cfg.data.num_workers == 1 else 's'}) "
             f"| world={info.world} {cfg.parallel.strategy if info.enabled else ''} "
             f"batch={tc.batch_size} (micro {run.micro} x accum {tc.accum_steps}) | device={info.device} | step {run.step}/{tc.max_steps}"
         )
