@@ -129,6 +129,9 @@ VARIANTS["t8+span4left1"] = VARIANTS["t8+span4local1"] + ["predictor.sides=left"
 # (mean pooling rewards nonlinear features of several patches, not their sum) has to be computed by the encoder
 VARIANTS["t8+attn1"] = TINY8 + ["predictor.depth=1", "predictor.mlp_ratio=0"]
 VARIANTS["t8+attn2"] = TINY8 + ["predictor.mlp_ratio=0"]
+# stop 28: a clip-level prediction from the mean of the visible outputs, the mean a probe reads
+VARIANTS["t8+clip0.5"] = TINY8 + ["predictor.clip_weight=0.5"]
+VARIANTS["t8+clip1"] = TINY8 + ["predictor.clip_weight=1"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 

@@ -443,6 +443,42 @@ def test_attention_only_predictor_blocks_have_no_mlp_and_train():
     assert loss.isfinite() and model.encoder.patch_embed.weight.grad.abs().sum() > 0
 
 
+def test_clip_head_predicts_every_masked_code_from_the_mean_of_the_real_visible_outputs(tmp_path):
+    """predictor.clip_weight: one prediction per clip, from the mean of the encoder's outputs over its
+    real (non-padding) visible tokens, scored against the code of every real masked patch; the total is
+    the predictor's loss plus the weighted clip term, and the head is left out of the export."""
+    assert micro_config().predictor.clip_weight == 0 and build_objective(full_band()).clip_heads is None
+    with pytest.raises(ConfigError, match="clip_weight"):
+        micro_config(predictor__clip_weight=-1.0).validate()
+    cfg = full_band(predictor__clip_weight=0.5)
+    model = build_objective(cfg).eval()
+    seen = {}
+    model.encoder.register_forward_hook(lambda m, i, o: seen.update(context=o.detach()))
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
+    masks = sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0))
+    assert masks.keep_pad.any() and masks.mask_pad.any(), "the short clip pads both sets of slots"
+    out = model(wav, lengths, masks)
+    terms, row = [], 0
+    for b in range(2):
+        pooled = seen["context"][b][~masks.keep_pad[b]].mean(0)
+        logp = model.clip_heads(pooled).log_softmax(-1)  # [C, V]
+        for m in range(masks.ids_mask.shape[1]):
+            if not masks.mask_pad[b, m]:
+                terms.append(-logp.gather(-1, out["targets"][row][:, None]).mean())
+                row += 1
+    assert row == len(out["targets"])
+    torch.testing.assert_close(out["clip_loss"], torch.stack(terms).mean())
+    heads, model.clip_heads = model.clip_heads, None
+    torch.testing.assert_close(out["loss"], model(wav, lengths, masks)["loss"] + 0.5 * out["clip_loss"])
+    model.clip_heads = heads
+    model.train()
+    model(wav, lengths, masks)["loss"].backward()
+    assert heads.heads[0].weight.grad.abs().sum() > 0 and model.encoder.patch_embed.weight.grad.abs().sum() > 0
+    atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "step": 0}, tmp_path / "ckpt.pt")
+    exported = load_encoder(export(tmp_path / "ckpt.pt", tmp_path / "x"))
+    assert not any("clip" in k for k in exported.state_dict())
+
+
 def test_self_only_encoder_pass_reads_no_other_token():
     cfg = micro_config(encoder__positions="rope")
     enc = ViTEncoder(cfg.encoder, cfg.frontend.patch_dim).eval()

@@ -173,7 +173,16 @@ class PredictorConfig:
     left one, so the encoder has to carry its neighbours' content (a one-sided pretext, like
     autoregressive predictive coding, kept inside the two-step method)."""
 
+    clip_weight: float = 0.0
+    """Weight of a second, clip-level prediction beside the predictor's (0: off, the paper). A linear
+    head reads the mean of the encoder's outputs over the visible tokens, the same mean a frozen-feature
+    probe reads, and predicts from it the codes of every masked patch of the clip: the bag of masked
+    codes, with no position. The predictor can solve its own task from the patches that bracket a
+    masked slot (results/recipe/README.md, "The encoder uses no context"); this one it can only solve
+    from what the encoder gathers over the whole visible clip. The head is dropped with the predictor."""
+
     def validate(self) -> None:
+        _check(self.clip_weight >= 0, "predictor.clip_weight must be >= 0 (0 = off)")
         _check(self.width % self.heads == 0, "predictor.width must be divisible by predictor.heads")
         _check(self.width % 4 == 0, "predictor.width must be a multiple of 4")
         _check(self.depth >= 1, "predictor.depth must be >= 1")

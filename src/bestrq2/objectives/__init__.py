@@ -57,7 +57,11 @@ def build_bestrq2(cfg: Config) -> BestRQ2:
     encoder = ViTEncoder(cfg.encoder, fe.patch_dim)
     predictor = Predictor(cfg.predictor, cfg.encoder.width, cfg.encoder.positions, block_style(cfg.encoder))
     quantizer = RandomProjectionQuantizer(cfg.quantizer, fe.patch_dim, fe)
-    return BestRQ2(Frontend(fe), encoder, predictor, quantizer, _code_heads(cfg, cfg.predictor.width), _weight_ema(cfg, encoder))
+    clip_heads = _code_heads(cfg, cfg.encoder.width) if cfg.predictor.clip_weight > 0 else None
+    heads = _code_heads(cfg, cfg.predictor.width)
+    return BestRQ2(
+        Frontend(fe), encoder, predictor, quantizer, heads, _weight_ema(cfg, encoder), clip_heads, cfg.predictor.clip_weight
+    )
 
 
 @register("bestrq-vit")

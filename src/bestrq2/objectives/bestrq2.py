@@ -3,6 +3,8 @@
 forward: waveform -> frontend -> quantizer codes of the masked raw patches (targets)
          encoder(visible patches) -> predictor(+ mask tokens) -> one linear head per codebook
          -> cross-entropy on real (non-padding) masked patches only.
+Optionally (``predictor.clip_weight``) a clip head predicts the same codes from the mean of the
+encoder's visible outputs, with no position: see :func:`visible_mean`.
 The frontend, encoder, predictor and quantizer are built outside and passed in.
 """
 
@@ -33,6 +35,14 @@ def real_rows(x: Tensor, masks: Masks) -> Tensor:
     return rows.index_select(0, masks.scored_index()) if masks.any_padding else rows
 
 
+def visible_mean(context: Tensor, keep_pad: Tensor | None) -> Tensor:
+    """context [B, K, D] encoder outputs at the visible slots -> [B, D] mean over the real ones."""
+    if keep_pad is None:
+        return context.mean(1)
+    real = (~keep_pad).to(context.dtype)[..., None]  # [B, K, 1]
+    return (context * real).sum(1) / real.sum(1).clamp_min(1.0)
+
+
 class CodeHeads(nn.Module):
     """One Linear(width -> codebook_size) per codebook: [..., width] -> [..., C, V]."""
 
@@ -60,6 +70,8 @@ class BestRQ2(nn.Module):
         quantizer: RandomProjectionQuantizer,
         heads: CodeHeads,
         ema: WeightEMA | None = None,
+        clip_heads: CodeHeads | None = None,
+        clip_weight: float = 0.0,
     ):
         super().__init__()
         self.frontend = frontend
@@ -68,6 +80,8 @@ class BestRQ2(nn.Module):
         self.quantizer = quantizer
         self.heads = heads
         self.ema = ema  # optional average of the encoder's weights (optim.ema_decay)
+        self.clip_heads = clip_heads  # optional clip-level prediction (predictor.clip_weight)
+        self.clip_weight = clip_weight
 
     def update_target(self, step: int) -> None:
         """After optimiser step ``step``: move the weight average (if any) towards the encoder."""
@@ -85,4 +99,13 @@ class BestRQ2(nn.Module):
         hidden = self.predictor(context, masks, grid)  # [B, M, W]
         logits = self.heads(real_rows(hidden, masks))  # [n, C, V]
         loss, acc = code_loss(logits, targets)
-        return {"loss": loss, "acc": acc, "targets": targets.detach()}
+        out = {"loss": loss, "acc": acc, "targets": targets.detach()}
+        if self.clip_heads is not None:
+            logp = self.clip_heads(visible_mean(context, keep_pad)).float().log_softmax(-1)  # [B, C, V]
+            B, M = masks.ids_mask.shape
+            rows = real_rows(torch.arange(B, device=logp.device)[:, None].expand(B, M), masks)  # [n] clip of each slot
+            books = torch.arange(targets.shape[1], device=logp.device)
+            clip_loss = -logp[rows[:, None], books, targets].mean()  # one prediction per clip, every masked code
+            out["loss"] = loss + self.clip_weight * clip_loss
+            out["clip_loss"] = clip_loss.detach()
+        return out

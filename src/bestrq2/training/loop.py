@@ -386,7 +386,8 @@ def _pretrain(
             f"batch={tc.batch_size} (micro {run.micro} x accum {tc.accum_steps}) | device={info.device} | step {run.step}/{tc.max_steps}"
         )
     prober = _Prober(run, probe_factory, info)
-    logger = RunLogger(run_dir, run.step, tensorboard, prober.columns) if info.is_main else None
+    clip_cols = ["clip_loss"] if cfg.method == "bestrq2" and cfg.predictor.clip_weight > 0 else []
+    logger = RunLogger(run_dir, run.step, tensorboard, [*clip_cols, *prober.columns]) if info.is_main else None
 
     end = tc.max_steps if stop_after is None else min(tc.max_steps, stop_after)
     if prober.every and run.step == 0:  # the curve starts from the random init
@@ -443,6 +444,8 @@ def _pretrain(
             last_loss = loss
             window["loss"] += loss
             window["acc"] += acc
+            if "clip_loss" in out:  # the clip-level term (predictor.clip_weight), last micro-batch, this rank
+                window["clip_loss"] += float(out["clip_loss"])
             window["n"] += 1
             window["crop_redraws"] += sum(b.get("crop_redraws", 0) for b, _, _ in micro_batches)
             if info.is_main:
@@ -466,6 +469,7 @@ def _pretrain(
                     "crop_redraws": window["crop_redraws"],  # energy-aware crops redrawn since the last row (this rank)
                     "bad_steps": bad_steps,
                     "elapsed_s": now - t0,
+                    **({"clip_loss": window["clip_loss"] / window["n"]} if clip_cols else {}),
                     **(probed or {}),
                 }
                 if logger:
