@@ -132,6 +132,10 @@ VARIANTS["t8+attn2"] = TINY8 + ["predictor.mlp_ratio=0"]
 # stop 28: a clip-level prediction from the mean of the visible outputs, the mean a probe reads
 VARIANTS["t8+clip0.5"] = TINY8 + ["predictor.clip_weight=0.5"]
 VARIANTS["t8+clip1"] = TINY8 + ["predictor.clip_weight=1"]
+# targets of how a patch departs from its clip's mean patch (cepstral mean normalisation of the targets)
+VARIANTS["t8+cmn"] = TINY8 + ["quantizer.norm=clip"]
+# both: one codebook codes the patch (what the clip sounds like), the other its departure from the clip's mean
+VARIANTS["t8+pclip"] = TINY8 + ["quantizer.num_codebooks=2", "quantizer.codebook_norms=patch,clip"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 

@@ -4,6 +4,7 @@ normalisation, energy-aware crops, inference chunks."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -24,7 +25,8 @@ from bestrq2.models.encoder import ViTEncoder
 from bestrq2.models.layers import Block, BlockStyle, SwiGLU
 from bestrq2.models.positions import _sincos_1d, rope_2d, sincos_2d
 from bestrq2.objectives import build_objective, sample_batch_masks
-from bestrq2.quantizer import RandomProjectionQuantizer
+from bestrq2.objectives.bestrq2 import masked_codes
+from bestrq2.quantizer import RandomProjectionQuantizer, clip_mean
 from bestrq2.training.checkpoint import atomic_save
 from tests.conftest import micro_config
 
@@ -252,6 +254,55 @@ def test_bands_must_divide_the_patch_and_train_end_to_end():
 
 
 # ----------------------------------------------------------------------------- energy-aware crops
+
+
+def test_clip_norm_targets_ignore_a_clip_wide_colouration_and_the_padding():
+    """quantizer norm 'clip': each clip's mean patch over its real tokens is removed before the patch
+    normalisation, so a fixed filter on the whole clip (the same dB shape added to every patch) leaves its
+    codes unchanged, and whatever the padding tokens hold does not move the real tokens' codes."""
+    fe = full_band().frontend
+    qc = QuantizerConfig(norm="clip", bands=8, codebook_size=64)
+    q, plain = RandomProjectionQuantizer(qc, 512, fe), RandomProjectionQuantizer(dataclasses.replace(qc, norm="patch"), 512, fe)
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randn(2, 12, 512, generator=g) * 10 - 40
+    padding = torch.zeros(2, 12, dtype=torch.bool)
+    padding[1, 8:] = True
+    coloured = raw + torch.randn(512, generator=g) * 6  # a colouration in dB, the same for every patch of a clip
+
+    def codes(x: torch.Tensor) -> torch.Tensor:
+        return q(x, clip_mean(x, padding).expand_as(x))
+
+    torch.testing.assert_close(codes(coloured), codes(raw), rtol=0, atol=0)
+    assert (plain(coloured) != plain(raw)).any(), "without it the codes move"
+    junk = raw.clone()
+    junk[1, 8:] = 1e3
+    torch.testing.assert_close(codes(junk)[~padding], codes(raw)[~padding], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="clip mean"):
+        q(raw)
+
+
+def test_clip_norm_per_codebook_trains_every_code_method():
+    """``codebook_norms=patch,clip``: the first codebook's codes are the plain ones, the second's the
+    clip-centred ones; every code-predicting method builds its targets that way and trains."""
+    for method in ("bestrq2", "bestrq-vit", "bestrq-conformer"):
+        cfg = full_band(quantizer__num_codebooks=2, quantizer__codebook_norms=("patch", "clip"))
+        cfg.method = method
+        model = build_objective(cfg)
+        wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
+        masks = sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0))
+        out = model(wav, lengths, masks)
+        out["loss"].backward()
+        assert out["loss"].isfinite() and out["targets"].shape[1] == 2 * cfg.quantizer.bands
+    feats = model.frontend(wav, lengths)  # the Conformer's frames: [B, N, stacked frames]
+    codes = masked_codes(model.quantizer, feats, masks)
+    rows = []
+    for b in range(2):  # by hand: each clip's mean over its real tokens, then every real masked patch
+        real = feats["raw"][b][~feats["padding"][b]]
+        for m in range(masks.ids_mask.shape[1]):
+            if not masks.mask_pad[b, m]:
+                rows.append((feats["raw"][b, masks.ids_mask[b, m]], real.mean(0)))
+    patches, means = (torch.stack(t) for t in zip(*rows))
+    torch.testing.assert_close(codes, model.quantizer(patches, means), rtol=0, atol=0)
 
 
 def test_silent_fraction():

@@ -18,7 +18,7 @@ PositionKind = Literal["sincos", "rope"]
 SincosLayout = Literal["axes", "timm"]
 NormKind = Literal["layernorm", "rmsnorm"]
 MlpKind = Literal["gelu", "swiglu"]
-QuantizerNorm = Literal["none", "patch", "global"]
+QuantizerNorm = Literal["none", "patch", "global", "clip"]
 MaskFill = Literal["noise", "token"]
 MaskKind = Literal["patch", "time"]
 PredictorSides = Literal["both", "left"]
@@ -211,11 +211,15 @@ class QuantizerConfig:
     frequency; band codes keep it, as the reference's 16-mel patches did (results/recipe/README.md)."""
     norm: QuantizerNorm = "patch"
     """Input normalisation before projection: 'none' (reference code), 'patch' (each patch to zero
-    mean, unit variance) or 'global' (the frontend's fixed norm_mean/norm_std). Chosen by measured
-    codebook usage on real audio (benchmarks/README.md)."""
+    mean, unit variance), 'global' (the frontend's fixed norm_mean/norm_std) or 'clip' (the patch
+    minus its clip's mean patch over the clip's real tokens, then as 'patch': cepstral mean
+    normalisation of the targets, whose codes then say how a patch departs from its clip's average
+    sound rather than what the clip sounds like). 'patch' was chosen by measured codebook usage on real
+    audio (benchmarks/README.md); 'clip' is studied in results/recipe/README.md (stop 28)."""
     codebook_norms: tuple[QuantizerNorm, ...] = ()
     """One input normalisation per codebook (e.g. ``patch,global`` with num_codebooks=2: one codebook
-    codes the patch's shape, the other also its level); empty: ``norm`` for every codebook."""
+    codes the patch's shape, the other also its level; ``patch,clip``: one codes the patch, the other
+    its departure from the clip's mean); empty: ``norm`` for every codebook."""
     seed: int = 0
     """Seed of the projection and codebook (independent of the training seed)."""
 

@@ -5,6 +5,8 @@ of N(0, 1) rows, L2-normalised, both seeded buffers that are saved with the chec
 never trained. The input normalisation matters: raw dB patches are large and negative, so
 x P is dominated by the patch mean and few codes are used (see benchmarks/README.md).
 
+The 'clip' normalisation needs each patch's clip mean (:func:`clip_mean`), passed beside the patches.
+
 With ``bands`` > 1 each patch (mel-major, [patch_freq, patch_time]) is cut into equal mel bands and
 every band is normalised and quantised on its own: target ``b * num_codebooks + c`` is codebook ``c``
 of band ``b``, with its own projection [in / bands, d] and codebook.
@@ -38,8 +40,16 @@ class RandomProjectionQuantizer(nn.Module):
         self.register_buffer("projection", proj, persistent=True)  # [T, in / bands, d]
         self.register_buffer("codebook", codebook, persistent=True)  # [T, V, d]
 
-    def normalise(self, x: Tensor, norm: str | None = None) -> Tensor:
+    @property
+    def needs_clip_mean(self) -> bool:
+        return "clip" in self.cfg.norms
+
+    def normalise(self, x: Tensor, norm: str | None = None, mean: Tensor | None = None) -> Tensor:
         norm = norm or self.cfg.norm
+        if norm == "clip":
+            if mean is None:
+                raise ValueError("quantizer norm 'clip' needs each patch's clip mean (bestrq2.quantizer.clip_mean)")
+            return self.normalise(x - mean, "patch")
         if norm == "patch":
             return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-5)
         if norm == "global":
@@ -47,23 +57,32 @@ class RandomProjectionQuantizer(nn.Module):
         return x
 
     @torch.no_grad()
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mean: Tensor | None = None) -> Tensor:
         """[..., input_dim] -> codes [..., bands * num_codebooks] (long); codebook c sees its own
-        normalisation, of its band only."""
+        normalisation, of its band only. ``mean`` [..., input_dim]: each patch's clip mean (the 'clip'
+        norm only)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             bands, norms = self.cfg.bands, self.cfg.norms
             x = x.float().unflatten(-1, (bands, self.input_dim // bands))  # [..., bands, in / bands]
+            if mean is not None:
+                mean = mean.float().unflatten(-1, (bands, self.input_dim // bands))
             if len(set(norms)) == 1:
-                xs = self.normalise(x, norms[0])
+                xs = self.normalise(x, norms[0], mean)
                 xs = xs.repeat_interleave(len(norms), dim=-2) if len(norms) > 1 else xs  # [..., T, in / bands]
             else:
                 cached: dict[str, Tensor] = {}
-                per_norm = [cached.setdefault(n, self.normalise(x, n)) for n in norms]  # each [..., bands, in / bands]
+                per_norm = [cached.setdefault(n, self.normalise(x, n, mean)) for n in norms]  # each [..., bands, in / bands]
                 xs = torch.stack(per_norm, dim=-2).flatten(-3, -2)  # [..., bands * C, in / bands], band-major
             z = torch.einsum("...ti,tid->...td", xs, self.projection)  # [..., T, d]
             z = F.normalize(z, dim=-1)
             sim = torch.einsum("...td,tvd->...tv", z, self.codebook)  # [..., T, V]
             return sim.argmax(-1)
+
+
+def clip_mean(raw: Tensor, padding: Tensor) -> Tensor:
+    """raw [B, N, P] patches, padding [B, N] -> [B, 1, P] each clip's mean patch over its real tokens."""
+    real = (~padding).to(raw.dtype)[..., None]  # [B, N, 1]
+    return (raw * real).sum(1, keepdim=True) / real.sum(1, keepdim=True).clamp_min(1.0)
 
 
 def code_usage(codes: Tensor, codebook_size: int, valid: Tensor | None = None) -> dict[str, float]:

@@ -18,7 +18,7 @@ from bestrq2.masking import Masks
 from bestrq2.mixing import MixPlan, mixed_feats
 from bestrq2.models.ema import WeightEMA
 from bestrq2.models.encoder import ViTEncoder
-from bestrq2.objectives.bestrq2 import CodeHeads, code_loss, gather_rows, real_rows
+from bestrq2.objectives.bestrq2 import CodeHeads, code_loss, gather_rows, masked_codes, real_rows
 from bestrq2.objectives.views import repeat_views
 from bestrq2.quantizer import RandomProjectionQuantizer
 
@@ -72,7 +72,7 @@ class BestRQ(nn.Module):
         fe = self.frontend.cfg
         feats = mixed_feats(self.frontend(wav, lengths), mix, fe.norm_mean, fe.norm_std)  # encoder input only
         feats = repeat_views(feats, masks, wav.shape[0])  # one row per mask
-        targets = self.quantizer(real_rows(gather_rows(feats["raw"], masks.ids_mask), masks))  # [n, C]
+        targets = masked_codes(self.quantizer, feats, masks)  # [n, C]
         patches = self.fill(feats["patches"], masks.ids_mask)  # [B, N, P]
         padding = feats["padding"] if masks.any_padding else None
         tokens = self.encoder(patches, feats["grid"], padding=padding)  # [B, N, D]: all tokens

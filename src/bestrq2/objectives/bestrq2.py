@@ -21,7 +21,7 @@ from bestrq2.models.ema import WeightEMA
 from bestrq2.models.encoder import ViTEncoder
 from bestrq2.models.predictor import Predictor
 from bestrq2.objectives.views import repeat_views
-from bestrq2.quantizer import RandomProjectionQuantizer
+from bestrq2.quantizer import RandomProjectionQuantizer, clip_mean
 
 
 def gather_rows(x: Tensor, ids: Tensor) -> Tensor:
@@ -41,6 +41,16 @@ def visible_mean(context: Tensor, keep_pad: Tensor | None) -> Tensor:
         return context.mean(1)
     real = (~keep_pad).to(context.dtype)[..., None]  # [B, K, 1]
     return (context * real).sum(1) / real.sum(1).clamp_min(1.0)
+
+
+def masked_codes(quantizer: RandomProjectionQuantizer, feats: dict, masks: Masks) -> Tensor:
+    """The targets of any code-predicting method: codes [n, C] of the real masked raw patches, each
+    with its clip's mean patch beside it when a codebook uses the 'clip' norm."""
+    patches = real_rows(gather_rows(feats["raw"], masks.ids_mask), masks)
+    if not quantizer.needs_clip_mean:
+        return quantizer(patches)
+    mean = clip_mean(feats["raw"], feats["padding"]).expand(-1, masks.ids_mask.shape[1], -1)  # [B, M, P]
+    return quantizer(patches, real_rows(mean, masks))
 
 
 class CodeHeads(nn.Module):
@@ -93,7 +103,7 @@ class BestRQ2(nn.Module):
         feats = mixed_feats(self.frontend(wav, lengths), mix, fe.norm_mean, fe.norm_std)  # encoder input only
         feats = repeat_views(feats, masks, wav.shape[0])  # one row per mask
         grid = feats["grid"]
-        targets = self.quantizer(real_rows(gather_rows(feats["raw"], masks.ids_mask), masks))  # [n, C]
+        targets = masked_codes(self.quantizer, feats, masks)  # [n, C]
         keep_pad = masks.keep_pad if masks.any_padding else None
         context = self.encoder(feats["patches"], grid, ids=masks.ids_keep, padding=keep_pad)  # [B, K, D]
         hidden = self.predictor(context, masks, grid)  # [B, M, W]

@@ -17,7 +17,7 @@ from bestrq2.masking import Masks
 from bestrq2.models.conformer import Conformer
 from bestrq2.models.ema import WeightEMA
 from bestrq2.objectives.bestrq import MaskFill
-from bestrq2.objectives.bestrq2 import CodeHeads, code_loss, gather_rows, real_rows
+from bestrq2.objectives.bestrq2 import CodeHeads, code_loss, gather_rows, masked_codes, real_rows
 from bestrq2.objectives.views import repeat_views
 from bestrq2.quantizer import RandomProjectionQuantizer
 
@@ -48,7 +48,7 @@ class BestRQConformer(nn.Module):
     def forward(self, wav: Tensor, lengths: Tensor, masks: Masks) -> dict[str, Tensor]:
         fe = self.frontend.cfg
         feats = repeat_views(self.frontend(wav, lengths), masks, wav.shape[0])  # one row per mask
-        targets = self.quantizer(real_rows(gather_rows(feats["raw"], masks.ids_mask), masks))  # [n, C]
+        targets = masked_codes(self.quantizer, feats, masks)  # [n, C]
         stacks = self.fill(feats["patches"], masks.ids_mask)  # [B, T', s * F]
         mel = unpatchify(stacks, feats["grid"], fe.patch_freq, fe.patch_time)  # [B, F, T]
         padding = feats["padding"] if masks.any_padding else None
