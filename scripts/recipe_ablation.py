@@ -263,7 +263,7 @@ def table(results: dict) -> str:
     lines = [
         f"log-mel mean + std: linear probe {lm['mlp']:.3f}, kNN {lm['knn']:.3f}",
         "",
-        "| variant | steps | train min | probe: pretrained | probe: random | probe gain | kNN: pretrained | kNN: random | kNN gain |",
+        "| variant | steps | train min | probe: pretrained (seeds) | probe: random | probe gain | kNN: pretrained (seeds) | kNN: random | kNN gain |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     by_variant: dict[str, list[dict]] = {}
@@ -273,6 +273,7 @@ def table(results: dict) -> str:
     fmt = lambda xs: f"{statistics.mean(xs):.3f}" + (f" ({', '.join(f'{x:.3f}' for x in xs)})" if len(xs) > 1 else "")  # noqa: E731
     order = list(VARIANTS) + [f"{v}@{e}" for v in VARIANTS for e in EXPORTS]
     for name, rs in sorted(by_variant.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
+        rs = sorted(rs, key=lambda r: r["seed"])  # the figures in brackets are per seed, in seed order
         pm, rm = [r["pretrained"]["mlp"] for r in rs], [r["random"]["mlp"] for r in rs]
         pk, rk = [r["pretrained"]["knn"] for r in rs], [r["random"]["knn"] for r in rs]
         lines.append(
