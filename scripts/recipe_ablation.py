@@ -130,7 +130,6 @@ VARIANTS["t8+span4left1"] = VARIANTS["t8+span4local1"] + ["predictor.sides=left"
 VARIANTS["t8+attn1"] = TINY8 + ["predictor.depth=1", "predictor.mlp_ratio=0"]
 VARIANTS["t8+attn2"] = TINY8 + ["predictor.mlp_ratio=0"]
 # stop 28: a clip-level prediction from the mean of the visible outputs, the mean a probe reads
-VARIANTS["t8+clip0.5"] = TINY8 + ["predictor.clip_weight=0.5"]
 VARIANTS["t8+clip1"] = TINY8 + ["predictor.clip_weight=1"]
 # targets of how a patch departs from its clip's mean patch (cepstral mean normalisation of the targets)
 VARIANTS["t8+cmn"] = TINY8 + ["quantizer.norm=clip"]
