@@ -29,7 +29,6 @@ from bestrq2.data.audio import load_audio
 from bestrq2.data.files import list_audio
 from bestrq2.masking import mask_generator
 from bestrq2.objectives import build_objective, sample_batch_masks
-from bestrq2.quantizer import clip_mean
 from bestrq2.training.checkpoint import load_checkpoint
 
 
@@ -81,9 +80,7 @@ def main() -> None:
         lengths = torch.full((len(wav),), S)
         feats = model.frontend(wav, lengths)
         B, N, _ = feats["raw"].shape
-        raw = feats["raw"]
-        mean = clip_mean(raw, feats["padding"]).expand_as(raw) if model.quantizer.needs_clip_mean else None
-        codes = model.quantizer(raw, mean).reshape(B, N, -1).numpy()  # [B, N, C]
+        codes = model.quantizer.frontend_codes(feats).numpy()  # [B, N, C]
         V, C = cfg.quantizer.codebook_size, codes.shape[-1]
         fb, tb = feats["grid"]
         idx = np.arange(B)

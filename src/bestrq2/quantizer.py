@@ -56,6 +56,11 @@ class RandomProjectionQuantizer(nn.Module):
             return (x - self.global_mean) / self.global_std
         return x
 
+    def frontend_codes(self, feats: dict) -> Tensor:
+        """Codes [B, N, C] of every token of a frontend output (each with its clip's mean for the 'clip' norm)."""
+        raw = feats["raw"]
+        return self(raw, clip_mean(raw, feats["padding"]).expand_as(raw) if self.needs_clip_mean else None)
+
     @torch.no_grad()
     def forward(self, x: Tensor, mean: Tensor | None = None) -> Tensor:
         """[..., input_dim] -> codes [..., bands * num_codebooks] (long); codebook c sees its own
@@ -79,10 +84,13 @@ class RandomProjectionQuantizer(nn.Module):
             return sim.argmax(-1)
 
 
-def clip_mean(raw: Tensor, padding: Tensor) -> Tensor:
-    """raw [B, N, P] patches, padding [B, N] -> [B, 1, P] each clip's mean patch over its real tokens."""
-    real = (~padding).to(raw.dtype)[..., None]  # [B, N, 1]
-    return (raw * real).sum(1, keepdim=True) / real.sum(1, keepdim=True).clamp_min(1.0)
+def clip_mean(x: Tensor, padding: Tensor | None) -> Tensor:
+    """x [B, N, P] tokens (patches or features), padding [B, N] (None: none) -> [B, 1, P] each clip's mean
+    over its real tokens."""
+    if padding is None:
+        return x.mean(1, keepdim=True)
+    real = (~padding).to(x.dtype)[..., None]  # [B, N, 1]
+    return (x * real).sum(1, keepdim=True) / real.sum(1, keepdim=True).clamp_min(1.0)
 
 
 def code_usage(codes: Tensor, codebook_size: int, valid: Tensor | None = None) -> dict[str, float]:

@@ -29,6 +29,7 @@ from bestrq2.evaluation.diagnose import effective_rank
 from bestrq2.masking import mask_generator
 from bestrq2.objectives import build_objective, sample_batch_masks
 from bestrq2.objectives.bestrq2 import gather_rows, real_rows
+from bestrq2.quantizer import clip_mean
 
 
 def position_baselines(
@@ -84,14 +85,13 @@ def latent_predictability(checkpoint: str | Path, data: str | Path, batches: int
         context = objective.encoder(feats["patches"], grid, ids=masks.ids_keep, padding=keep_pad)
         pred = objective.head(real_rows(objective.predictor(context, masks, grid), masks)).float()
         visible = gather_rows(target, masks.ids_keep)  # [B, K, D]
-        w = (~masks.keep_pad).to(visible.dtype)[..., None]
-        clip_mean = (visible * w).sum(1) / w.sum(1).clamp(min=1)  # [B, D]
+        visible_mean = clip_mean(visible, masks.keep_pad)  # [B, 1, D]
         idx = torch.arange(N).expand(B, N)
         real = (~feats["padding"]).flatten() if padding is not None else torch.ones(B * N, dtype=torch.bool)
         rows["all"].append(target.flatten(0, 1)[real])
         rows["target"].append(real_rows(gather_rows(target, masks.ids_mask), masks))
         rows["pred"].append(pred)
-        rows["clip"].append(real_rows(clip_mean[:, None].expand(-1, masks.ids_mask.shape[1], -1), masks))
+        rows["clip"].append(real_rows(visible_mean.expand(-1, masks.ids_mask.shape[1], -1), masks))
         rows["pos"].append(real_rows(torch.gather(idx, 1, masks.ids_mask)[..., None], masks)[:, 0])
         rows["half"].append(torch.full((len(pred),), b % 2 == 0))
     t, pred, clip = torch.cat(rows["target"]), torch.cat(rows["pred"]), torch.cat(rows["clip"])

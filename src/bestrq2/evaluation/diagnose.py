@@ -49,7 +49,6 @@ from bestrq2.evaluation.runner import EvalConfig, score_task
 from bestrq2.evaluation.tasks import Suite, Task, load_suite
 from bestrq2.export import load_encoder
 from bestrq2.inference import batch_with_lengths, split_chunks
-from bestrq2.quantizer import clip_mean
 
 FORMAT = "bestrq2-diagnose"
 POOLINGS = ("mean", "concat")
@@ -122,9 +121,7 @@ class CodeCounts(nn.Module):
     def forward(self, wav: Tensor, lengths: Tensor | None = None, layer: int | None = None) -> Tensor:
         wav, lengths = batch_with_lengths(wav, lengths)
         feats = self.frontend(wav, lengths)
-        raw = feats["raw"]
-        mean = clip_mean(raw, feats["padding"]).expand_as(raw) if self.quantizer.needs_clip_mean else None
-        codes = self.quantizer(raw, mean)  # [B, N, C]
+        codes = self.quantizer.frontend_codes(feats)  # [B, N, C]
         real = (~feats["padding"]).to(torch.float32)  # [B, N]
         B, V = codes.shape[0], self.codebook_size
         counts = torch.zeros(B, self.num_codebooks, V, device=codes.device)

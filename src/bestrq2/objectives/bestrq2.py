@@ -4,7 +4,7 @@ forward: waveform -> frontend -> quantizer codes of the masked raw patches (targ
          encoder(visible patches) -> predictor(+ mask tokens) -> one linear head per codebook
          -> cross-entropy on real (non-padding) masked patches only.
 Optionally (``predictor.clip_weight``) a clip head predicts the same codes from the mean of the
-encoder's visible outputs, with no position: see :func:`visible_mean`.
+encoder's visible outputs over its real tokens, with no position.
 The frontend, encoder, predictor and quantizer are built outside and passed in.
 """
 
@@ -33,14 +33,6 @@ def real_rows(x: Tensor, masks: Masks) -> Tensor:
     """[B, M, ...] values at the masked slots -> [n, ...] for the slots that hold real audio."""
     rows = x.flatten(0, 1)
     return rows.index_select(0, masks.scored_index()) if masks.any_padding else rows
-
-
-def visible_mean(context: Tensor, keep_pad: Tensor | None) -> Tensor:
-    """context [B, K, D] encoder outputs at the visible slots -> [B, D] mean over the real ones."""
-    if keep_pad is None:
-        return context.mean(1)
-    real = (~keep_pad).to(context.dtype)[..., None]  # [B, K, 1]
-    return (context * real).sum(1) / real.sum(1).clamp_min(1.0)
 
 
 def masked_codes(quantizer: RandomProjectionQuantizer, feats: dict, masks: Masks) -> Tensor:
@@ -111,7 +103,7 @@ class BestRQ2(nn.Module):
         loss, acc = code_loss(logits, targets)
         out = {"loss": loss, "acc": acc, "targets": targets.detach()}
         if self.clip_heads is not None:
-            logp = self.clip_heads(visible_mean(context, keep_pad)).float().log_softmax(-1)  # [B, C, V]
+            logp = self.clip_heads(clip_mean(context, keep_pad)[:, 0]).float().log_softmax(-1)  # [B, C, V]
             B, M = masks.ids_mask.shape
             rows = real_rows(torch.arange(B, device=logp.device)[:, None].expand(B, M), masks)  # [n] clip of each slot
             books = torch.arange(targets.shape[1], device=logp.device)

@@ -445,7 +445,7 @@ def _pretrain(
             window["loss"] += loss
             window["acc"] += acc
             if "clip_loss" in out:  # the clip-level term (predictor.clip_weight), last micro-batch, this rank
-                window["clip_loss"] += float(out["clip_loss"])
+                window["clip_loss"] += out["clip_loss"]  # a tensor: read at the log step only
             window["n"] += 1
             window["crop_redraws"] += sum(b.get("crop_redraws", 0) for b, _, _ in micro_batches)
             if info.is_main:
@@ -469,7 +469,7 @@ def _pretrain(
                     "crop_redraws": window["crop_redraws"],  # energy-aware crops redrawn since the last row (this rank)
                     "bad_steps": bad_steps,
                     "elapsed_s": now - t0,
-                    **({"clip_loss": window["clip_loss"] / window["n"]} if clip_cols else {}),
+                    **({"clip_loss": float(window["clip_loss"]) / window["n"]} if clip_cols else {}),
                     **(probed or {}),
                 }
                 if logger:
