@@ -135,6 +135,12 @@ VARIANTS["t8+clip1"] = TINY8 + ["predictor.clip_weight=1"]
 VARIANTS["t8+cmn"] = TINY8 + ["quantizer.norm=clip"]
 # both: one codebook codes the patch (what the clip sounds like), the other its departure from the clip's mean
 VARIANTS["t8+pclip"] = TINY8 + ["quantizer.num_codebooks=2", "quantizer.codebook_norms=patch,clip"]
+# stop 29: a clip-level contrastive term across two masks of each clip (predictor.contrast_weight). The codes ask
+# the encoder for a per-patch map only; this asks the pooled features, the ones a probe reads, to tell the
+# batch's clips apart and to agree across disjoint views of one clip. t8+rep2 is its control: the same two
+# masks per clip, no contrastive term
+VARIANTS["t8+rep2"] = TINY8 + ["mask.repeats=2"]
+VARIANTS["t8+con1"] = VARIANTS["t8+rep2"] + ["predictor.contrast_weight=1"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bestrq2.config import ConfigError, FrontendConfig, QuantizerConfig
@@ -26,6 +27,7 @@ from bestrq2.models.layers import Block, BlockStyle, SwiGLU
 from bestrq2.models.positions import _sincos_1d, rope_2d, sincos_2d
 from bestrq2.objectives import build_objective, sample_batch_masks
 from bestrq2.objectives.bestrq2 import masked_codes
+from bestrq2.objectives.views import view_contrast_loss
 from bestrq2.quantizer import RandomProjectionQuantizer, clip_mean
 from bestrq2.training.checkpoint import atomic_save
 from tests.conftest import micro_config
@@ -528,6 +530,55 @@ def test_clip_head_predicts_every_masked_code_from_the_mean_of_the_real_visible_
     atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "step": 0}, tmp_path / "ckpt.pt")
     exported = load_encoder(export(tmp_path / "ckpt.pt", tmp_path / "x"))
     assert not any("clip" in k for k in exported.state_dict())
+
+
+def test_view_contrast_loss_rewards_views_that_find_their_own_clip():
+    z = torch.randn(4, 16)
+    same = torch.cat([z, z])  # two identical views of each of 4 clips, repeat-major
+    assert view_contrast_loss(same, 2, 0.01) < 1e-3
+    swapped = torch.cat([z, z[[1, 0, 3, 2]]])  # every view's partner is another clip's
+    assert view_contrast_loss(swapped, 2, 0.01) > 10
+    # three views: each row's two positives; the value is the mean over rows of their mean -log p
+    z3 = torch.randn(6, 8)
+    logits = F.normalize(z3, dim=-1) @ F.normalize(z3, dim=-1).T / 0.5
+    expected = []
+    for i in range(6):
+        others = [j for j in range(6) if j != i]
+        logp = logits[i, others].log_softmax(-1)
+        expected.append(-torch.stack([logp[others.index(j)] for j in others if j % 2 == i % 2]).mean())
+    torch.testing.assert_close(view_contrast_loss(z3, 3, 0.5), torch.stack(expected).mean())
+    with pytest.raises(ValueError, match="views"):
+        view_contrast_loss(z3, 1, 0.5)
+
+
+def test_contrast_term_compares_the_pooled_views_of_each_clip(tmp_path):
+    """predictor.contrast_weight: the mean of each mask row's real visible outputs, projected, is scored
+    by view_contrast_loss; the total is the predictor's loss plus the weighted term; needs mask.repeats;
+    the projector is left out of the export."""
+    assert build_objective(full_band()).projector is None
+    for bad in ({"predictor__contrast_weight": 1.0}, {"predictor__contrast_weight": -1.0, "mask__repeats": 2},
+                {"predictor__contrast_weight": 1.0, "mask__repeats": 2, "predictor__contrast_temperature": 0.0}):  # fmt: skip
+        with pytest.raises(ConfigError, match="contrast"):
+            full_band(**bad).validate()
+    cfg = full_band(predictor__contrast_weight=0.5, mask__repeats=2).validate()
+    model = build_objective(cfg).eval()
+    seen = {}
+    model.encoder.register_forward_hook(lambda m, i, o: seen.update(context=o.detach()))
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
+    masks = sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0))
+    assert masks.ids_keep.shape[0] == 4 and masks.keep_pad.any()
+    out = model(wav, lengths, masks)
+    pooled = torch.stack([seen["context"][r][~masks.keep_pad[r]].mean(0) for r in range(4)])
+    torch.testing.assert_close(out["contrast_loss"], view_contrast_loss(model.projector(pooled), 2, 0.1))
+    projector, model.projector = model.projector, None
+    torch.testing.assert_close(out["loss"], model(wav, lengths, masks)["loss"] + 0.5 * out["contrast_loss"])
+    model.projector = projector
+    model.train()
+    model(wav, lengths, masks)["loss"].backward()
+    assert projector.net[0].weight.grad.abs().sum() > 0 and model.encoder.patch_embed.weight.grad.abs().sum() > 0
+    atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "step": 0}, tmp_path / "ckpt.pt")
+    exported = load_encoder(export(tmp_path / "ckpt.pt", tmp_path / "x"))
+    assert not any("projector" in k for k in exported.state_dict())
 
 
 def test_self_only_encoder_pass_reads_no_other_token():

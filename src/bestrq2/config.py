@@ -180,9 +180,20 @@ class PredictorConfig:
     codes, with no position. The predictor can solve its own task from the patches that bracket a
     masked slot (results/recipe/README.md, "The encoder uses no context"); this one it can only solve
     from what the encoder gathers over the whole visible clip. The head is dropped with the predictor."""
+    contrast_weight: float = 0.0
+    """Weight of a clip-level contrastive term beside the predictor's loss (0: off, the paper); needs
+    ``mask.repeats >= 2``. The mean of the encoder's visible outputs under one mask, through a small
+    projector, has to pick out the means of the same clip under its other masks among every mask row of
+    the (micro-)batch (InfoNCE). The code targets ask for a per-patch map (results/recipe/README.md);
+    this term asks the pooled features, the ones a probe reads, to tell clips apart and to agree across
+    disjoint views of one clip. The projector is dropped with the predictor."""
+    contrast_temperature: float = 0.1
+    """Softmax temperature of the contrastive term."""
 
     def validate(self) -> None:
         _check(self.clip_weight >= 0, "predictor.clip_weight must be >= 0 (0 = off)")
+        _check(self.contrast_weight >= 0, "predictor.contrast_weight must be >= 0 (0 = off)")
+        _check(self.contrast_temperature > 0, "predictor.contrast_temperature must be > 0")
         _check(self.width % self.heads == 0, "predictor.width must be divisible by predictor.heads")
         _check(self.width % 4 == 0, "predictor.width must be a multiple of 4")
         _check(self.depth >= 1, "predictor.depth must be >= 1")
@@ -521,6 +532,10 @@ class Config:
         _check(
             self.method == "audiojepa" or patch_freq % self.quantizer.bands == 0,
             f"quantizer.bands={self.quantizer.bands} must divide the patch's {patch_freq} mel bands",
+        )
+        _check(
+            self.predictor.contrast_weight == 0 or (self.method == "bestrq2" and self.mask.repeats >= 2),
+            "predictor.contrast_weight needs method bestrq2 and mask.repeats >= 2 (the views it compares)",
         )
         if self.method == "bestrq-conformer":  # rotary positions over frames
             _check((self.encoder.width // self.encoder.heads) % 4 == 0, "bestrq-conformer needs a head dim divisible by 4")

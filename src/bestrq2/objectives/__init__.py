@@ -28,6 +28,7 @@ from bestrq2.objectives.audiojepa import AudioJEPA
 from bestrq2.objectives.bestrq import BestRQ, MaskFill
 from bestrq2.objectives.bestrq2 import BestRQ2, CodeHeads
 from bestrq2.objectives.bestrq_conformer import BestRQConformer
+from bestrq2.objectives.views import ViewProjector
 from bestrq2.quantizer import RandomProjectionQuantizer
 
 BUILDERS: dict[str, Callable[[Config], nn.Module]] = {}
@@ -59,9 +60,12 @@ def build_bestrq2(cfg: Config) -> BestRQ2:
     quantizer = RandomProjectionQuantizer(cfg.quantizer, fe.patch_dim, fe)
     clip_heads = _code_heads(cfg, cfg.encoder.width) if cfg.predictor.clip_weight > 0 else None
     heads = _code_heads(cfg, cfg.predictor.width)
+    pc = cfg.predictor
+    projector = ViewProjector(cfg.encoder.width) if pc.contrast_weight > 0 else None
     return BestRQ2(
-        Frontend(fe), encoder, predictor, quantizer, heads, _weight_ema(cfg, encoder), clip_heads, cfg.predictor.clip_weight
-    )
+        Frontend(fe), encoder, predictor, quantizer, heads, _weight_ema(cfg, encoder), clip_heads, pc.clip_weight,
+        projector, (pc.contrast_weight, pc.contrast_temperature),
+    )  # fmt: skip
 
 
 @register("bestrq-vit")

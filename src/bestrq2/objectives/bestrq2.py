@@ -4,7 +4,8 @@ forward: waveform -> frontend -> quantizer codes of the masked raw patches (targ
          encoder(visible patches) -> predictor(+ mask tokens) -> one linear head per codebook
          -> cross-entropy on real (non-padding) masked patches only.
 Optionally (``predictor.clip_weight``) a clip head predicts the same codes from the mean of the
-encoder's visible outputs over its real tokens, with no position.
+encoder's visible outputs over its real tokens, with no position; and (``predictor.contrast_weight``,
+with ``mask.repeats`` >= 2) that mean, projected, has to pick out the same clip's other views (InfoNCE).
 The frontend, encoder, predictor and quantizer are built outside and passed in.
 """
 
@@ -20,7 +21,7 @@ from bestrq2.mixing import MixPlan, mixed_feats
 from bestrq2.models.ema import WeightEMA
 from bestrq2.models.encoder import ViTEncoder
 from bestrq2.models.predictor import Predictor
-from bestrq2.objectives.views import repeat_views
+from bestrq2.objectives.views import ViewProjector, mask_repeats, repeat_views, view_contrast_loss
 from bestrq2.quantizer import RandomProjectionQuantizer, clip_mean
 
 
@@ -74,6 +75,8 @@ class BestRQ2(nn.Module):
         ema: WeightEMA | None = None,
         clip_heads: CodeHeads | None = None,
         clip_weight: float = 0.0,
+        projector: ViewProjector | None = None,
+        contrast: tuple[float, float] = (0.0, 0.1),
     ):
         super().__init__()
         self.frontend = frontend
@@ -84,6 +87,8 @@ class BestRQ2(nn.Module):
         self.ema = ema  # optional average of the encoder's weights (optim.ema_decay)
         self.clip_heads = clip_heads  # optional clip-level prediction (predictor.clip_weight)
         self.clip_weight = clip_weight
+        self.projector = projector  # optional contrastive term across a clip's masks (predictor.contrast_weight)
+        self.contrast_weight, self.contrast_temperature = contrast
 
     def update_target(self, step: int) -> None:
         """After optimiser step ``step``: move the weight average (if any) towards the encoder."""
@@ -108,6 +113,11 @@ class BestRQ2(nn.Module):
             rows = real_rows(torch.arange(B, device=logp.device)[:, None].expand(B, M), masks)  # [n] clip of each slot
             books = torch.arange(targets.shape[1], device=logp.device)
             clip_loss = -logp[rows[:, None], books, targets].mean()  # one prediction per clip, every masked code
-            out["loss"] = loss + self.clip_weight * clip_loss
+            out["loss"] = out["loss"] + self.clip_weight * clip_loss
             out["clip_loss"] = clip_loss.detach()
+        if self.projector is not None:
+            z = self.projector(clip_mean(context, keep_pad)[:, 0])  # [R * B, d]: one per view
+            contrast = view_contrast_loss(z, mask_repeats(masks, wav.shape[0]), self.contrast_temperature)
+            out["loss"] = out["loss"] + self.contrast_weight * contrast
+            out["contrast_loss"] = contrast.detach()
         return out

@@ -7,7 +7,9 @@ the masks' rows, so every objective indexes features and masks row for row as wi
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from bestrq2.masking import Masks
 
@@ -31,3 +33,30 @@ def repeat_views(feats: dict, masks: Masks, batch: int) -> dict:
 def tile(x: Tensor, repeats: int) -> Tensor:
     """[B, ...] -> [repeats * B, ...], repeat-major (the order of the masks' rows)."""
     return x.repeat(repeats, *([1] * (x.dim() - 1))) if repeats > 1 else x
+
+
+class ViewProjector(nn.Module):
+    """The contrastive term's projector (``predictor.contrast_weight``): Linear-GELU-Linear on a clip's
+    pooled features, as in SimCLR, so the term shapes the features without pinning them to its own space."""
+
+    def __init__(self, width: int, dim: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def view_contrast_loss(z: Tensor, repeats: int, temperature: float) -> Tensor:
+    """z [R * B, d]: one embedding per mask row, repeat-major (row r * B + b belongs to clip b). Each row
+    has to pick out the other rows of its own clip among all rows but itself (InfoNCE with several
+    positives: the mean log-probability of the positives, averaged over rows)."""
+    n = z.shape[0]
+    if repeats < 2 or n % repeats:
+        raise ValueError(f"the contrastive term needs >= 2 views of each clip, got {n} rows for {repeats} repeats")
+    z = F.normalize(z.float(), dim=-1)
+    self_pair = torch.eye(n, dtype=torch.bool, device=z.device)
+    logp = (z @ z.T / temperature).masked_fill(self_pair, float("-inf")).log_softmax(-1)
+    clip = torch.arange(n, device=z.device) % (n // repeats)
+    positive = (clip[:, None] == clip[None, :]) & ~self_pair
+    return -(logp.masked_fill(~positive, 0.0).sum(-1) / (repeats - 1)).mean()

@@ -261,6 +261,14 @@ def _save(run: _Run, run_dir: Path, at_step: int, pos: tuple[int, int], info: Di
     barrier(info)
 
 
+def _aux_losses(cfg: Config) -> list[str]:
+    """The log columns of a two-step run's optional extra loss terms that are switched on."""
+    if cfg.method != "bestrq2":
+        return []
+    terms = {"clip_loss": cfg.predictor.clip_weight, "contrast_loss": cfg.predictor.contrast_weight}
+    return [col for col, weight in terms.items() if weight > 0]
+
+
 def _read_step(run: _Run, batches: Iterator, slots: list[int], info: DistInfo, skipped: Counter, bad_files: set):
     """Read and mask every micro-batch of the step first: the loss is a mean over all real masked patches
     of the global batch, so each micro-batch weighs by its count (one tiny all-reduce). With masks keyed
@@ -386,8 +394,8 @@ def _pretrain(
             f"batch={tc.batch_size} (micro {run.micro} x accum {tc.accum_steps}) | device={info.device} | step {run.step}/{tc.max_steps}"
         )
     prober = _Prober(run, probe_factory, info)
-    clip_cols = ["clip_loss"] if cfg.method == "bestrq2" and cfg.predictor.clip_weight > 0 else []
-    logger = RunLogger(run_dir, run.step, tensorboard, [*clip_cols, *prober.columns]) if info.is_main else None
+    aux_cols = _aux_losses(cfg)
+    logger = RunLogger(run_dir, run.step, tensorboard, [*aux_cols, *prober.columns]) if info.is_main else None
 
     end = tc.max_steps if stop_after is None else min(tc.max_steps, stop_after)
     if prober.every and run.step == 0:  # the curve starts from the random init
@@ -444,8 +452,8 @@ def _pretrain(
             last_loss = loss
             window["loss"] += loss
             window["acc"] += acc
-            if "clip_loss" in out:  # the clip-level term (predictor.clip_weight), last micro-batch, this rank
-                window["clip_loss"] += out["clip_loss"]  # a tensor: read at the log step only
+            for col in aux_cols:  # the optional extra terms, last micro-batch, this rank
+                window[col] += out[col]  # a tensor: read at the log step only
             window["n"] += 1
             window["crop_redraws"] += sum(b.get("crop_redraws", 0) for b, _, _ in micro_batches)
             if info.is_main:
@@ -469,7 +477,7 @@ def _pretrain(
                     "crop_redraws": window["crop_redraws"],  # energy-aware crops redrawn since the last row (this rank)
                     "bad_steps": bad_steps,
                     "elapsed_s": now - t0,
-                    **({"clip_loss": float(window["clip_loss"]) / window["n"]} if clip_cols else {}),
+                    **{col: float(window[col]) / window["n"] for col in aux_cols},
                     **(probed or {}),
                 }
                 if logger:
