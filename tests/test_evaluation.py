@@ -390,3 +390,36 @@ def test_random_patch_features_are_fixed_windowed_and_ignore_padding():
     assert resolve_model("randfeat").name == "randfeat-2048" and resolve_model("randfeat:64:1:2").name == "randfeat-64-1-w2"
     with pytest.raises(ValueError, match="randfeat"):
         resolve_model("randfeat:big")
+
+
+def test_patch_pca_keeps_the_patches_principal_subspace(tmp_path):
+    from xares.audio_encoder_checker import check_audio_encoder
+
+    rng = np.random.default_rng(0)
+    for i in range(6):  # tones at different pitches over a little noise: a few strong directions
+        wav = _tone(200.0 * (i + 1), 3.0, rng) + 0.01 * rng.standard_normal(48000).astype(np.float32)
+        sf.write(tmp_path / f"c{i}.wav", wav, SR)
+    spec = f"pca:16:{tmp_path}"
+    enc = resolve_model(spec).build()
+    assert check_audio_encoder(enc)
+    assert enc.output_dim == 16 and enc.hop_size_in_ms == 156.25
+    torch.testing.assert_close(enc.components.T @ enc.components, torch.eye(16), atol=1e-4, rtol=0)
+    # on the fitting audio the components come out in order of variance, and they keep more of it than a
+    # random orthonormal projection of the same size
+    feats = enc.frontend(torch.from_numpy(np.stack([_tone(200.0 * (i + 1), 3.0, rng) for i in range(6)])))
+    x = feats["patches"].flatten(0, 1) - enc.mean
+    var = (x @ enc.components).var(0)
+    assert var[0] >= var[-1] and var[0] > 0
+    q, _ = torch.linalg.qr(torch.randn(x.shape[1], 16, generator=torch.Generator().manual_seed(0)))
+    assert var.sum() > 2 * (x @ q).var(0).sum()
+    wav = torch.randn(30000) * 0.1
+    n = int(enc.output_lengths(torch.tensor([30000]))[0])
+    padded = enc(torch.cat([wav, torch.zeros(20000)])[None], torch.tensor([30000]))
+    torch.testing.assert_close(padded[:, :n], enc(wav[None]))
+    assert resolve_model(spec).key == resolve_model(spec).key != resolve_model(f"pca:8:{tmp_path}").key
+    with pytest.raises(ValueError, match="pca:DIM:DATA"):
+        resolve_model("pca:16")
+    with pytest.raises(FileNotFoundError, match="no such"):
+        resolve_model(f"pca:16:{tmp_path / 'absent'}")
+    with pytest.raises(ValueError, match="dim must be"):
+        resolve_model(f"pca:600:{tmp_path}").build()

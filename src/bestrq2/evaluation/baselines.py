@@ -1,4 +1,5 @@
-"""Floors for every result table: log-mel statistics, random features of the patches, a random-init encoder.
+"""Floors for every result table: log-mel statistics, random features of the patches, the principal
+components of the patches, a random-init encoder.
 
 All three follow the encoder contract of ``bestrq2.inference.BestRQ2Encoder``:
 ``forward(wav[B, T], lengths=None) -> [B, T', D]``, ``output_lengths``, ``sampling_rate``,
@@ -7,6 +8,9 @@ All three follow the encoder contract of ``bestrq2.inference.BestRQ2Encoder``:
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -101,6 +105,56 @@ class RandomPatchFeaturesEncoder(nn.Module):
             T = patches.shape[1]
             patches = torch.cat([ahead[:, i : i + T] for i in range(self.window)], dim=-1)  # [B, T', w * P]
         return torch.relu(patches @ self.weight + self.bias)  # [B, T', dim]
+
+
+class PatchPCAEncoder(nn.Module):
+    """The top ``dim`` principal components of each token's normalised log-mel patch: a linear map, fitted
+    without labels on ``crops`` seeded 5 s crops of a pretraining corpus (a folder or manifest).
+
+    The best ``dim``-dimensional linear map of the patch in the least-squares sense, so it measures
+    how much of a pretrained encoder's gain a linear patch map alone can give: an encoder whose gain
+    over random init is no larger than this one's learned the patch's principal subspace and no more
+    (results/recipe/README.md, stop 29). Full-band patches only, as for the random features.
+    """
+
+    def __init__(self, data: str | Path, frontend: FrontendConfig | None = None, dim: int = 192, crops: int = 256):
+        super().__init__()
+        from bestrq2.data.audio import load_audio
+        from bestrq2.data.files import list_audio
+
+        self.cfg = frontend or FrontendConfig(patch_freq=128, patch_time=4)
+        if self.cfg.freq_patches != 1:
+            raise ValueError("patch PCA needs full-band patches (patch_freq = n_mels)")
+        if not 1 <= dim <= self.cfg.patch_dim:
+            raise ValueError(f"patch PCA: dim must be between 1 and the patch size {self.cfg.patch_dim}, got {dim}")
+        self.frontend = Frontend(self.cfg)
+        files = list_audio(data)
+        if not files:
+            raise ValueError(f"patch PCA: no audio under {data}")
+        sr, crop = self.cfg.sample_rate, 5 * self.cfg.sample_rate
+        rng = np.random.default_rng(0)
+        rows = []
+        for i in rng.choice(len(files), crops, replace=len(files) < crops):
+            wav = torch.from_numpy(load_audio(files[i], sr, crop, rng))[None]
+            feats = self.frontend(wav, torch.tensor([wav.shape[1]]))
+            rows.append(feats["patches"][0][~feats["padding"][0]])  # the crop's real tokens
+        x = torch.cat(rows).double()  # [n, P]
+        mean = x.mean(0)
+        _, vectors = torch.linalg.eigh(torch.cov((x - mean).T))  # ascending eigenvalues
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("components", vectors[:, -dim:].flip(-1).float())  # [P, dim], largest first
+        self.sampling_rate = sr
+        self.output_dim = dim
+        self.hop_size_in_ms = self.cfg.hop_size_in_ms
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return token_lengths(self.cfg, lengths)
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None, layer: int | None = None) -> Tensor:
+        if wav.dim() == 1:
+            wav = wav[None]
+        patches = self.frontend(wav, lengths)["patches"]  # [B, T', P]
+        return (patches - self.mean) @ self.components  # [B, T', dim]
 
 
 def random_encoder(

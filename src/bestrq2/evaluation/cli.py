@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 MODEL_HELP = (
-    "export folder (or run folder / checkpoint), 'logmel' (log-mel statistics), 'random:PRESET[:SEED]' or "
-    "'random:DIR[:SEED]' (random-init encoder of a preset or of an export's architecture)"
+    "export folder (or run folder / checkpoint), 'logmel' (log-mel statistics), 'randfeat[:DIM[:SEED[:WINDOW]]]' "
+    "(random ReLU features of each patch), 'pca:DIM:DATA' (principal components of each patch, fitted on the audio "
+    "under DATA), 'random:PRESET[:SEED]' or 'random:DIR[:SEED]' (random-init encoder of a preset or of an export's "
+    "architecture)"
 )
 
 

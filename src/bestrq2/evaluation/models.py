@@ -4,6 +4,8 @@
   ``DIR``                an export folder (config.json + model.safetensors), or a run folder / checkpoint
   ``logmel``             log-mel statistics baseline (reference frontend)
   ``randfeat[:DIM[:SEED[:WINDOW]]]`` random ReLU features of each 128 x 4 log-mel patch (default 2048, 0, 1)
+  ``pca:DIM:DATA``       the top DIM principal components of each 128 x 4 log-mel patch, fitted on crops of
+                         the audio under DATA (a folder or manifest; the pretraining corpus)
   ``random:PRESET[:SEED]`` a random-init encoder of a preset (``random:tiny``, ``random:base:3``)
   ``random:DIR[:SEED]``    a random-init encoder with the architecture of an export folder
 """
@@ -28,7 +30,12 @@ from bestrq2.config import (
     _from_dict,
     get_preset,
 )
-from bestrq2.evaluation.baselines import LogMelStatsEncoder, RandomPatchFeaturesEncoder, random_encoder
+from bestrq2.evaluation.baselines import (
+    LogMelStatsEncoder,
+    PatchPCAEncoder,
+    RandomPatchFeaturesEncoder,
+    random_encoder,
+)
 
 KEY_VERSION = "1"
 """Bump when the way embeddings are computed changes, so old cache entries are not reused."""
@@ -125,6 +132,17 @@ def resolve_model(spec: str, layer: int | None = None) -> ModelSpec:
         name = f"randfeat-{dim}" + (f"-{seed}" if seed else "") + (f"-w{window}" if window > 1 else "")
         key = _digest("randfeat", _config_json(fe), str(dim), str(seed), str(window))
         return ModelSpec(spec, name, key, lambda: RandomPatchFeaturesEncoder(fe, dim, seed, window).eval())
+    if spec.startswith("pca:"):
+        m = re.fullmatch(r"pca:(\d+):(.+)", spec)
+        if not m:
+            raise ValueError(f"{spec!r}: expected pca:DIM:DATA (DATA: the audio folder or manifest to fit on)")
+        dim, data = int(m.group(1)), m.group(2)
+        if not Path(data).exists():
+            raise FileNotFoundError(f"{spec!r}: no such folder or manifest {data}")
+        fe = FrontendConfig(patch_freq=128, patch_time=4)
+        listing = _file_digest(Path(data)) if Path(data).is_file() else str(Path(data).resolve())
+        key = _digest("pca", _config_json(fe), str(dim), listing)
+        return ModelSpec(spec, f"pca-{dim}", key, lambda: PatchPCAEncoder(data, fe, dim).eval())
     if spec.startswith("random:"):
         source, seed = spec[len("random:") :], 0
         m = re.fullmatch(r"(.+):(\d+)", source)
@@ -155,7 +173,7 @@ def resolve_model(spec: str, layer: int | None = None) -> ModelSpec:
         key = _digest("checkpoint", _file_digest(ckpt), tag)
     else:
         raise FileNotFoundError(
-            f"model {spec!r}: no such folder or file (or use logmel, randfeat, random:PRESET)"
+            f"model {spec!r}: no such folder or file (or use logmel, randfeat, pca:DIM:DATA, random:PRESET)"
         )
 
     def build() -> nn.Module:
