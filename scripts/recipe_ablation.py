@@ -141,6 +141,13 @@ VARIANTS["t8+pclip"] = TINY8 + ["quantizer.num_codebooks=2", "quantizer.codebook
 # masks per clip, no contrastive term
 VARIANTS["t8+rep2"] = TINY8 + ["mask.repeats=2"]
 VARIANTS["t8+con1"] = VARIANTS["t8+rep2"] + ["predictor.contrast_weight=1"]
+# targets from a frozen teacher (quantizer.teacher), HuBERT's second iteration inside BEST-RQ-2: the random
+# projection quantises the features of the same seed's 1000-step tiny (its final output, or block 2 of 4, the
+# middle layer HuBERT's convention would take) instead of the log-mel patch. Pretraining holds nonlinear
+# information no linear map of the patch has (stop 29, pca:DIM:DATA); targets made of it ask for more of it
+TEACHER = "quantizer.teacher=runs/ablation/tpbands8/seed{seed}/export"
+VARIANTS["t8+teach"] = TINY8 + [TEACHER]
+VARIANTS["t8+teach1"] = TINY8 + [TEACHER, "quantizer.teacher_layer=1"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 
@@ -155,7 +162,7 @@ def overrides_for(name: str, extra: dict[str, list[str]]) -> list[str]:
 def config(name: str, seed: int, extra: dict[str, list[str]], steps: int):
     cfg = get_preset("tiny-ref")
     for o in overrides_for(name, extra):
-        apply_override(cfg, o)
+        apply_override(cfg, o.replace("{seed}", str(seed)))  # e.g. each seed's own teacher
     cfg.train.seed = seed
     cfg.train.max_steps = steps
     cfg.train.ckpt_every = max(steps, 1)

@@ -26,7 +26,7 @@ from bestrq2.models.encoder import ViTEncoder
 from bestrq2.models.layers import Block, BlockStyle, SwiGLU
 from bestrq2.models.positions import _sincos_1d, rope_2d, sincos_2d
 from bestrq2.objectives import build_objective, sample_batch_masks
-from bestrq2.objectives.bestrq2 import masked_codes
+from bestrq2.objectives.bestrq2 import gather_rows, masked_codes, real_rows
 from bestrq2.objectives.views import view_contrast_loss
 from bestrq2.quantizer import RandomProjectionQuantizer, clip_mean
 from bestrq2.training.checkpoint import atomic_save
@@ -579,6 +579,50 @@ def test_contrast_term_compares_the_pooled_views_of_each_clip(tmp_path):
     atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "step": 0}, tmp_path / "ckpt.pt")
     exported = load_encoder(export(tmp_path / "ckpt.pt", tmp_path / "x"))
     assert not any("projector" in k for k in exported.state_dict())
+
+
+def test_teacher_targets_quantise_the_frozen_teachers_features_of_the_clean_clip(micro_export, tmp_path):
+    """quantizer.teacher: the codes of each masked token are those of the teacher's feature of it, from
+    the clean, unmasked clip; the teacher stays frozen and in eval mode, is checkpointed, never exported."""
+    cfg = micro_config(quantizer__teacher=str(micro_export)).validate()
+    model = build_objective(cfg).eval()
+    teacher = load_encoder(micro_export).encoder
+    assert model.quantizer.input_dim == teacher.width != cfg.frontend.patch_dim
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
+    masks = sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0))
+    feats = model.frontend(wav, lengths)
+    with torch.no_grad():
+        final, inter = teacher.forward_intermediates(feats["patches"], feats["grid"], padding=feats["padding"], layers=[0])
+    expected = model.quantizer(real_rows(gather_rows(final, masks.ids_mask), masks))
+    assert torch.equal(masked_codes(model.quantizer, feats, masks), expected)
+    mixed = {**feats, "patches": torch.randn_like(feats["patches"])}  # what the encoder reads does not matter
+    assert torch.equal(masked_codes(model.quantizer, mixed, masks), expected)
+    block0 = build_objective(micro_config(quantizer__teacher=str(micro_export), quantizer__teacher_layer=0)).eval()
+    assert torch.equal(masked_codes(block0.quantizer, feats, masks), block0.quantizer(real_rows(gather_rows(inter[0], masks.ids_mask), masks)))
+    model.train()
+    assert not model.quantizer.teacher.training
+    model(wav, lengths, masks)["loss"].backward()
+    assert all(p.grad is None and not p.requires_grad for p in model.quantizer.teacher.parameters())
+    assert model.encoder.patch_embed.weight.grad.abs().sum() > 0
+    state = model.state_dict()
+    assert "quantizer.teacher.encoder.patch_embed.weight" in state
+    atomic_save({"config": cfg.to_dict(), "model": state, "step": 0}, tmp_path / "ckpt.pt")
+    exported = load_encoder(export(tmp_path / "ckpt.pt", tmp_path / "x"))
+    assert not any("teacher" in k for k in exported.state_dict())
+    assert exported.encoder.patch_embed.weight.shape == model.encoder.patch_embed.weight.shape
+    for over, match in (
+        ({"quantizer__teacher": str(tmp_path / "absent")}, "absent"),
+        ({"quantizer__teacher": str(micro_export), "quantizer__teacher_layer": 5}, "teacher_layer"),
+        ({"quantizer__teacher": str(micro_export), "frontend__patch_freq": 128, "frontend__patch_time": 4}, "another frontend"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=match):
+            build_objective(micro_config(**over).validate())
+    with pytest.raises(ConfigError, match="global"):
+        micro_config(quantizer__teacher=str(micro_export), quantizer__norm="global").validate()
+    jepa = micro_config(quantizer__teacher=str(micro_export))
+    jepa.method = "audiojepa"
+    with pytest.raises(ConfigError, match="ViT code methods"):
+        jepa.validate()
 
 
 def test_self_only_encoder_pass_reads_no_other_token():

@@ -233,6 +233,14 @@ class QuantizerConfig:
     its departure from the clip's mean); empty: ``norm`` for every codebook."""
     seed: int = 0
     """Seed of the projection and codebook (independent of the training seed)."""
+    teacher: str = ""
+    """An export folder of an earlier ViT run with the same frontend (empty: none, the paper). Its
+    features of each token, from the clean and unmasked clip, are quantised instead of the raw patch:
+    targets that carry what the earlier run learned, as HuBERT's second iteration clusters the first
+    one's features (``bestrq2.models.teacher``). The folder must exist whenever the objective is built
+    (training, resuming, ``diagnose``); its weights are kept in checkpoints and never exported."""
+    teacher_layer: int = -1
+    """The teacher's features: -1 its final normed output (what its export gives), k >= 0 block k's raw output."""
 
     @property
     def norms(self) -> tuple[str, ...]:
@@ -528,9 +536,13 @@ class Config:
             self.mix.prob == 0 or self.method in ("bestrq2", "bestrq-vit"),
             f"mix.prob: utterance mixing is for methods bestrq2 and bestrq-vit, not {self.method}",
         )
+        q = self.quantizer
+        if q.teacher:
+            _check(self.method in ("bestrq2", "bestrq-vit"), f"quantizer.teacher is for the ViT code methods, not {self.method}")
+            _check("global" not in q.norms, "quantizer.teacher: the 'global' norm is the log-mel's; use 'patch' or 'clip'")
         patch_freq = self.frontend.n_mels if self.method == "bestrq-conformer" else self.frontend.patch_freq
         _check(
-            self.method == "audiojepa" or patch_freq % self.quantizer.bands == 0,
+            self.method == "audiojepa" or bool(q.teacher) or patch_freq % self.quantizer.bands == 0,
             f"quantizer.bands={self.quantizer.bands} must divide the patch's {patch_freq} mel bands",
         )
         _check(

@@ -7,6 +7,9 @@ x P is dominated by the patch mean and few codes are used (see benchmarks/README
 
 The 'clip' normalisation needs each patch's clip mean (:func:`clip_mean`), passed beside the patches.
 
+With a teacher (``quantizer.teacher``, :class:`bestrq2.models.teacher.FrozenTeacher`) the quantised input
+of each token is the teacher's feature of it instead of its raw patch (:meth:`inputs`).
+
 With ``bands`` > 1 each patch (mel-major, [patch_freq, patch_time]) is cut into equal mel bands and
 every band is normalised and quantised on its own: target ``b * num_codebooks + c`` is codebook ``c``
 of band ``b``, with its own projection [in / bands, d] and codebook.
@@ -24,13 +27,15 @@ from bestrq2.config import FrontendConfig, QuantizerConfig
 
 
 class RandomProjectionQuantizer(nn.Module):
-    def __init__(self, cfg: QuantizerConfig, input_dim: int, frontend: FrontendConfig):
+    def __init__(self, cfg: QuantizerConfig, input_dim: int, frontend: FrontendConfig, teacher: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
+        self.teacher = teacher  # frozen; None: the raw patches are quantised
+        input_dim = teacher.width if teacher is not None else input_dim
         self.input_dim = input_dim
         self.global_mean, self.global_std = frontend.norm_mean, frontend.norm_std
         if input_dim % cfg.bands:
-            raise ValueError(f"quantizer.bands={cfg.bands} does not divide the patch size {input_dim}")
+            raise ValueError(f"quantizer.bands={cfg.bands} does not divide the quantised input's size {input_dim}")
         g = torch.Generator().manual_seed(cfg.seed)
         T, d, V = cfg.num_targets, cfg.code_dim, cfg.codebook_size
         band_dim = input_dim // cfg.bands
@@ -56,10 +61,18 @@ class RandomProjectionQuantizer(nn.Module):
             return (x - self.global_mean) / self.global_std
         return x
 
+    def inputs(self, feats: dict) -> Tensor:
+        """What is quantised at every token of a frontend output [B, N, input_dim]: the raw dB patches, or
+        the teacher's features of the clean normalised patches (the encoder's input may be mixed)."""
+        if self.teacher is None:
+            return feats["raw"]
+        clean = (feats["raw"] - self.global_mean) / self.global_std
+        return self.teacher(clean, feats["grid"], feats["padding"])
+
     def frontend_codes(self, feats: dict) -> Tensor:
         """Codes [B, N, C] of every token of a frontend output (each with its clip's mean for the 'clip' norm)."""
-        raw = feats["raw"]
-        return self(raw, clip_mean(raw, feats["padding"]).expand_as(raw) if self.needs_clip_mean else None)
+        x = self.inputs(feats)
+        return self(x, clip_mean(x, feats["padding"]).expand_as(x) if self.needs_clip_mean else None)
 
     @torch.no_grad()
     def forward(self, x: Tensor, mean: Tensor | None = None) -> Tensor:

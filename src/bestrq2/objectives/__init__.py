@@ -24,6 +24,7 @@ from bestrq2.models.conformer import Conformer, frame_frontend
 from bestrq2.models.ema import WeightEMA
 from bestrq2.models.encoder import ViTEncoder, block_style
 from bestrq2.models.predictor import Predictor
+from bestrq2.models.teacher import FrozenTeacher
 from bestrq2.objectives.audiojepa import AudioJEPA
 from bestrq2.objectives.bestrq import BestRQ, MaskFill
 from bestrq2.objectives.bestrq2 import BestRQ2, CodeHeads
@@ -48,6 +49,13 @@ def _code_heads(cfg: Config, width: int) -> CodeHeads:
     return CodeHeads(width, cfg.quantizer.num_targets, cfg.quantizer.codebook_size)
 
 
+def _quantizer(cfg: Config) -> RandomProjectionQuantizer:
+    """The targets' quantizer of a ViT code method, with its frozen teacher when ``quantizer.teacher`` names one."""
+    fe, q = cfg.frontend, cfg.quantizer
+    teacher = FrozenTeacher(q.teacher, fe, q.teacher_layer) if q.teacher else None
+    return RandomProjectionQuantizer(q, fe.patch_dim, fe, teacher)
+
+
 def _weight_ema(cfg: Config, encoder: nn.Module) -> WeightEMA | None:
     return WeightEMA(encoder, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
 
@@ -57,7 +65,7 @@ def build_bestrq2(cfg: Config) -> BestRQ2:
     fe = cfg.frontend
     encoder = ViTEncoder(cfg.encoder, fe.patch_dim)
     predictor = Predictor(cfg.predictor, cfg.encoder.width, cfg.encoder.positions, block_style(cfg.encoder))
-    quantizer = RandomProjectionQuantizer(cfg.quantizer, fe.patch_dim, fe)
+    quantizer = _quantizer(cfg)
     clip_heads = _code_heads(cfg, cfg.encoder.width) if cfg.predictor.clip_weight > 0 else None
     heads = _code_heads(cfg, cfg.predictor.width)
     pc = cfg.predictor
@@ -72,7 +80,7 @@ def build_bestrq2(cfg: Config) -> BestRQ2:
 def build_bestrq_vit(cfg: Config) -> BestRQ:
     fe = cfg.frontend
     encoder = ViTEncoder(cfg.encoder, fe.patch_dim)
-    quantizer = RandomProjectionQuantizer(cfg.quantizer, fe.patch_dim, fe)
+    quantizer = _quantizer(cfg)
     fill = MaskFill(cfg.onestep, fe.patch_dim)
     return BestRQ(Frontend(fe), encoder, fill, quantizer, _code_heads(cfg, cfg.encoder.width), _weight_ema(cfg, encoder))
 

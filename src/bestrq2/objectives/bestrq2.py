@@ -37,12 +37,13 @@ def real_rows(x: Tensor, masks: Masks) -> Tensor:
 
 
 def masked_codes(quantizer: RandomProjectionQuantizer, feats: dict, masks: Masks) -> Tensor:
-    """The targets of any code-predicting method: codes [n, C] of the real masked raw patches, each
-    with its clip's mean patch beside it when a codebook uses the 'clip' norm."""
-    patches = real_rows(gather_rows(feats["raw"], masks.ids_mask), masks)
+    """The targets of any code-predicting method: codes [n, C] of the real masked raw patches (or of the
+    teacher's features of them), each with its clip's mean beside it when a codebook uses the 'clip' norm."""
+    x = quantizer.inputs(feats)  # [B, N, P]
+    patches = real_rows(gather_rows(x, masks.ids_mask), masks)
     if not quantizer.needs_clip_mean:
         return quantizer(patches)
-    mean = clip_mean(feats["raw"], feats["padding"]).expand(-1, masks.ids_mask.shape[1], -1)  # [B, M, P]
+    mean = clip_mean(x, feats["padding"]).expand(-1, masks.ids_mask.shape[1], -1)  # [B, M, P]
     return quantizer(patches, real_rows(mean, masks))
 
 
