@@ -106,6 +106,23 @@ def test_two_ranks_take_the_same_steps_as_one(real_corpus, one_rank, tmp_path, m
     _assert_same_run(one_rank[method], run)
 
 
+def test_frozen_teacher_targets_under_fsdp_match_one_rank(real_corpus, one_rank, tmp_path):
+    """quantizer.teacher: the frozen teacher's blocks are sharded and checkpoint-wrapped like the
+    encoder's, take no step, and two FSDP ranks take the same steps as one."""
+    from bestrq2.export import export
+
+    teacher = export(one_rank["bestrq2"], tmp_path / "teacher")
+    extra = ["--set", f"quantizer.teacher={teacher}"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run(_pretrain_cmd(real_corpus, one, *extra))
+    _run(_pretrain_cmd(real_corpus, two, *extra, "--set", "parallel.strategy=fsdp",
+                       "--set", "parallel.activation_checkpointing=true"), nproc=2)  # fmt: skip
+    _assert_same_run(one, two)
+    start, end = load_checkpoint(one_rank["bestrq2"])["model"], load_checkpoint(two)["model"]
+    frozen = [k for k in end if k.startswith("quantizer.teacher.encoder.")]
+    assert frozen and all(torch.equal(end[k], start["encoder." + k[len("quantizer.teacher.encoder."):]]) for k in frozen)
+
+
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_bf16_gradient_reduction_stays_close(real_corpus, one_rank, tmp_path, strategy):
     """parallel.reduce_dtype=bf16 (half the gradient traffic) runs and stays near the fp32 trajectory."""
