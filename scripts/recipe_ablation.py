@@ -137,7 +137,7 @@ VARIANTS["t8+cmn"] = TINY8 + ["quantizer.norm=clip"]
 VARIANTS["t8+pclip"] = TINY8 + ["quantizer.num_codebooks=2", "quantizer.codebook_norms=patch,clip"]
 # stop 29: a clip-level contrastive term across two masks of each clip (predictor.contrast_weight). The codes ask
 # the encoder for a per-patch map only; this asks the pooled features, the ones a probe reads, to tell the
-# batch's clips apart and to agree across disjoint views of one clip. t8+rep2 is its control: the same two
+# batch's clips apart and to agree across two views (independent masks) of one clip. t8+rep2 is its control: the same two
 # masks per clip, no contrastive term
 VARIANTS["t8+rep2"] = TINY8 + ["mask.repeats=2"]
 VARIANTS["t8+con1"] = VARIANTS["t8+rep2"] + ["predictor.contrast_weight=1"]
@@ -145,7 +145,7 @@ VARIANTS["t8+con1"] = VARIANTS["t8+rep2"] + ["predictor.contrast_weight=1"]
 # projection quantises the features of the same seed's 1000-step tiny (its final output, or block 2 of 4, the
 # middle layer HuBERT's convention would take) instead of the log-mel patch. Pretraining holds nonlinear
 # information no linear map of the patch has (stop 29, pca:DIM:DATA); targets made of it ask for more of it
-TEACHER = "quantizer.teacher=runs/ablation/tpbands8/seed{seed}/export"
+TEACHER = "quantizer.teacher={runs}/tpbands8/seed{seed}/export"  # t+bands8 in the same --runs, run first
 VARIANTS["t8+teach"] = TINY8 + [TEACHER]
 VARIANTS["t8+teach1"] = TINY8 + [TEACHER, "quantizer.teacher_layer=1"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
@@ -159,10 +159,10 @@ def overrides_for(name: str, extra: dict[str, list[str]]) -> list[str]:
     return (VARIANTS | extra)[name.partition("@")[0]]
 
 
-def config(name: str, seed: int, extra: dict[str, list[str]], steps: int):
+def config(name: str, seed: int, extra: dict[str, list[str]], steps: int, runs: str = "runs/recipe"):
     cfg = get_preset("tiny-ref")
     for o in overrides_for(name, extra):
-        apply_override(cfg, o.replace("{seed}", str(seed)))  # e.g. each seed's own teacher
+        apply_override(cfg, o.replace("{seed}", str(seed)).replace("{runs}", runs))  # e.g. each seed's own teacher
     cfg.train.seed = seed
     cfg.train.max_steps = steps
     cfg.train.ckpt_every = max(steps, 1)
@@ -176,7 +176,7 @@ def calibrate(name: str, extra: dict[str, list[str]], data: Path, runs: Path, mi
     probe = runs / f"_calibrate-{name.partition('@')[0]}"
     if (probe / "steps.json").exists():
         return json.loads((probe / "steps.json").read_text())["steps"]
-    cfg = config(name, 0, extra, 40)
+    cfg = config(name, 0, extra, 40, str(runs))
     cfg.train.log_every = 10
     pretrain(cfg, data, probe, progress=False, tensorboard=False)
     rows = read_log(probe)
@@ -232,7 +232,7 @@ def main() -> None:
                 continue
             base, _, export_kind = name.partition("@")
             run = runs / base.replace("+", "p") / f"seed{seed}"
-            cfg = config(name, seed, extra, steps)
+            cfg = config(name, seed, extra, steps, str(runs))
             t0 = time.time()
             if not (run / "summary.json").exists():
                 pretrain(cfg, data, run, resume=(run / "checkpoints" / "last.pt").exists(), progress=False)

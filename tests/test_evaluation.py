@@ -399,8 +399,10 @@ def test_patch_pca_keeps_the_patches_principal_subspace(tmp_path):
     for i in range(6):  # tones at different pitches over a little noise: a few strong directions
         wav = _tone(200.0 * (i + 1), 3.0, rng) + 0.01 * rng.standard_normal(48000).astype(np.float32)
         sf.write(tmp_path / f"c{i}.wav", wav, SR)
+    sf.write(tmp_path / "silent.wav", np.zeros(48000, dtype=np.float32), SR)  # skipped and counted, not fatal
     spec = f"pca:16:{tmp_path}"
     enc = resolve_model(spec).build()
+    assert enc.skipped > 0
     assert check_audio_encoder(enc)
     assert enc.output_dim == 16 and enc.hop_size_in_ms == 156.25
     torch.testing.assert_close(enc.components.T @ enc.components, torch.eye(16), atol=1e-4, rtol=0)
@@ -416,7 +418,10 @@ def test_patch_pca_keeps_the_patches_principal_subspace(tmp_path):
     n = int(enc.output_lengths(torch.tensor([30000]))[0])
     padded = enc(torch.cat([wav, torch.zeros(20000)])[None], torch.tensor([30000]))
     torch.testing.assert_close(padded[:, :n], enc(wav[None]))
-    assert resolve_model(spec).key == resolve_model(spec).key != resolve_model(f"pca:8:{tmp_path}").key
+    key = resolve_model(spec).key
+    assert key == resolve_model(spec).key != resolve_model(f"pca:8:{tmp_path}").key
+    sf.write(tmp_path / "more.wav", _tone(900.0, 3.0, rng), SR)
+    assert resolve_model(spec).key != key, "other audio, another fit: the cache must not reuse the old one"
     with pytest.raises(ValueError, match="pca:DIM:DATA"):
         resolve_model("pca:16")
     with pytest.raises(FileNotFoundError, match="no such"):

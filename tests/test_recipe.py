@@ -27,9 +27,10 @@ from bestrq2.models.layers import Block, BlockStyle, SwiGLU
 from bestrq2.models.positions import _sincos_1d, rope_2d, sincos_2d
 from bestrq2.objectives import build_objective, sample_batch_masks
 from bestrq2.objectives.bestrq2 import gather_rows, masked_codes, real_rows
-from bestrq2.objectives.views import view_contrast_loss
+from bestrq2.objectives.views import repeat_views, view_contrast_loss
 from bestrq2.quantizer import RandomProjectionQuantizer, clip_mean
 from bestrq2.training.checkpoint import atomic_save
+from bestrq2.training.loop import pretrain
 from tests.conftest import micro_config
 
 SR = 16000
@@ -623,6 +624,48 @@ def test_teacher_targets_quantise_the_frozen_teachers_features_of_the_clean_clip
     jepa.method = "audiojepa"
     with pytest.raises(ConfigError, match="ViT code methods"):
         jepa.validate()
+
+
+def test_teacher_runs_once_per_clip_in_fp32_whatever_the_repeats_autocast_or_export_precision(micro_export, tmp_path):
+    cfg = micro_config(quantizer__teacher=str(micro_export), mask__repeats=2).validate()
+    model = build_objective(cfg).eval()
+    rows = []
+    model.quantizer.teacher.register_forward_hook(lambda m, i, o: rows.append(o.shape[0]))
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
+    masks = sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0))
+    out = model(wav, lengths, masks)
+    assert rows == [2], "one teacher pass over the 2 clips, not one per mask row"
+    feats = repeat_views(model.frontend(wav, lengths), masks, 2)  # the 4 mask rows, teacher run on each
+    assert torch.equal(out["targets"], masked_codes(model.quantizer, feats, masks))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(model(wav, lengths, masks)["targets"], out["targets"]), "bf16 steps keep fp32 targets"
+    # an export meant for int8 inference still teaches in fp32; the one-step ViT method takes a teacher too
+    from bestrq2.inference import BestRQ2Encoder
+
+    int8 = export(micro_export.parent / "run", tmp_path / "int8", dtype="int8")
+    assert type(load_encoder(int8).encoder.blocks[0].attn.qkv) is not nn.Linear
+    vit = micro_config(quantizer__teacher=str(int8))
+    vit.method = "bestrq-vit"
+    one_step = build_objective(vit.validate())
+    assert type(one_step.quantizer.teacher.encoder.blocks[0].attn.qkv) is nn.Linear
+    masks1 = sample_batch_masks(vit, lengths, wav.shape[1], mask_generator(0, 0, 0))
+    one_step(wav, lengths, masks1)["loss"].backward()
+    assert one_step.encoder.patch_embed.weight.grad.abs().sum() > 0
+    assert isinstance(load_encoder(micro_export), BestRQ2Encoder)
+
+
+def test_contrast_term_is_fp32_under_autocast_and_needs_two_clips_per_micro_batch(tmp_path):
+    z = torch.randn(8, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = view_contrast_loss(z, 2, 0.1)
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, view_contrast_loss(z, 2, 0.1))
+    (tmp_path / "audio").mkdir()
+    for i in range(2):
+        sf.write(tmp_path / "audio" / f"n{i}.wav", (0.1 * np.random.default_rng(i).standard_normal(3 * SR)).astype(np.float32), SR)
+    cfg = micro_config(predictor__contrast_weight=1.0, mask__repeats=2, train__batch_size=2, train__accum_steps=2)
+    with pytest.raises(ConfigError, match="2 clips per micro-batch"):
+        pretrain(cfg.validate(), tmp_path / "audio", tmp_path / "run", progress=False, tensorboard=False)
 
 
 def test_self_only_encoder_pass_reads_no_other_token():

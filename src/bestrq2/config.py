@@ -186,7 +186,9 @@ class PredictorConfig:
     projector, has to pick out the means of the same clip under its other masks among every mask row of
     the (micro-)batch (InfoNCE). The code targets ask for a per-patch map (results/recipe/README.md);
     this term asks the pooled features, the ones a probe reads, to tell clips apart and to agree across
-    disjoint views of one clip. The projector is dropped with the predictor."""
+    views of one clip (independent masks, so their visible tokens may overlap). The other clips of the
+    rank's micro-batch are the negatives, so the term depends on how the batch is split over ranks and
+    accumulation steps, and needs at least 2 clips per micro-batch. The projector is dropped with the predictor."""
     contrast_temperature: float = 0.1
     """Softmax temperature of the contrastive term."""
 
@@ -256,6 +258,7 @@ class QuantizerConfig:
         _check(self.codebook_size >= 2, "quantizer.codebook_size must be >= 2")
         _check(self.code_dim >= 1 and self.num_codebooks >= 1, "quantizer dims must be positive")
         _check(self.bands >= 1, "quantizer.bands must be >= 1")
+        _check(self.teacher_layer >= -1, "quantizer.teacher_layer must be -1 (the final output) or a block index >= 0")
         _check(
             not self.codebook_norms or len(self.codebook_norms) == self.num_codebooks,
             f"quantizer.codebook_norms has {len(self.codebook_norms)} entries for {self.num_codebooks} codebooks",

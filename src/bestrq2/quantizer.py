@@ -63,11 +63,19 @@ class RandomProjectionQuantizer(nn.Module):
 
     def inputs(self, feats: dict) -> Tensor:
         """What is quantised at every token of a frontend output [B, N, input_dim]: the raw dB patches, or
-        the teacher's features of the clean normalised patches (the encoder's input may be mixed)."""
+        the teacher's features of the clean normalised patches (the encoder's input may be mixed); those
+        computed once per clip by :meth:`with_inputs` when ``feats`` holds them."""
         if self.teacher is None:
             return feats["raw"]
+        if "teacher_feats" in feats:
+            return feats["teacher_feats"]
         clean = (feats["raw"] - self.global_mean) / self.global_std
         return self.teacher(clean, feats["grid"], feats["padding"])
+
+    def with_inputs(self, feats: dict) -> dict:
+        """``feats`` with the teacher's features added (no teacher: unchanged), so that they are computed
+        once per clip and tiled with the rest by ``mask.repeats``."""
+        return feats if self.teacher is None else {**feats, "teacher_feats": self.inputs(feats)}
 
     def frontend_codes(self, feats: dict) -> Tensor:
         """Codes [B, N, C] of every token of a frontend output (each with its clip's mean for the 'clip' norm)."""

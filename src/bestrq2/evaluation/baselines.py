@@ -119,7 +119,7 @@ class PatchPCAEncoder(nn.Module):
 
     def __init__(self, data: str | Path, frontend: FrontendConfig | None = None, dim: int = 192, crops: int = 256):
         super().__init__()
-        from bestrq2.data.audio import load_audio
+        from bestrq2.data.audio import AudioError, load_audio
         from bestrq2.data.files import list_audio
 
         self.cfg = frontend or FrontendConfig(patch_freq=128, patch_time=4)
@@ -133,11 +133,17 @@ class PatchPCAEncoder(nn.Module):
             raise ValueError(f"patch PCA: no audio under {data}")
         sr, crop = self.cfg.sample_rate, 5 * self.cfg.sample_rate
         rng = np.random.default_rng(0)
-        rows = []
+        rows, self.skipped = [], 0
         for i in rng.choice(len(files), crops, replace=len(files) < crops):
-            wav = torch.from_numpy(load_audio(files[i], sr, crop, rng))[None]
+            try:
+                wav = torch.from_numpy(load_audio(files[i], sr, crop, rng))[None]
+            except AudioError:  # unreadable or silent: skipped and counted, as the training loader does
+                self.skipped += 1
+                continue
             feats = self.frontend(wav, torch.tensor([wav.shape[1]]))
             rows.append(feats["patches"][0][~feats["padding"][0]])  # the crop's real tokens
+        if not rows:
+            raise ValueError(f"patch PCA: none of the {crops} crops drawn from {data} could be read")
         x = torch.cat(rows).double()  # [n, P]
         mean = x.mean(0)
         _, vectors = torch.linalg.eigh(torch.cov((x - mean).T))  # ascending eigenvalues

@@ -69,6 +69,15 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _listing_digest(data: Path) -> str:
+    """A manifest's bytes, or a folder's audio files with their sizes and times: what a fit on it depends on."""
+    if data.is_file():
+        return _file_digest(data)
+    from bestrq2.data.files import list_audio
+
+    return _digest(*(f"{f}\t{f.stat().st_size}\t{f.stat().st_mtime_ns}" for f in map(Path, list_audio(data))))
+
+
 def _is_export(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
@@ -140,8 +149,7 @@ def resolve_model(spec: str, layer: int | None = None) -> ModelSpec:
         if not Path(data).exists():
             raise FileNotFoundError(f"{spec!r}: no such folder or manifest {data}")
         fe = FrontendConfig(patch_freq=128, patch_time=4)
-        listing = _file_digest(Path(data)) if Path(data).is_file() else str(Path(data).resolve())
-        key = _digest("pca", _config_json(fe), str(dim), listing)
+        key = _digest("pca", _config_json(fe), str(dim), _listing_digest(Path(data)))
         return ModelSpec(spec, f"pca-{dim}", key, lambda: PatchPCAEncoder(data, fe, dim).eval())
     if spec.startswith("random:"):
         source, seed = spec[len("random:") :], 0

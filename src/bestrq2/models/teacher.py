@@ -20,13 +20,13 @@ from bestrq2.config import ConfigError, FrontendConfig
 
 
 class FrozenTeacher(nn.Module):
-    def __init__(self, path: str, frontend: FrontendConfig, layer: int = -1):
+    def __init__(self, path: str, frontend: FrontendConfig, layer: int = -1, bands: int = 1):
         super().__init__()
         from bestrq2.export import load_encoder
         from bestrq2.inference import BestRQ2Encoder
 
         try:
-            enc = load_encoder(path)
+            enc = load_encoder(path, dtype="fp32")  # whatever precision the export asks for inference
         except FileNotFoundError as e:
             raise ConfigError(f"quantizer.teacher: {e}") from e
         if not isinstance(enc, BestRQ2Encoder):
@@ -38,6 +38,8 @@ class FrozenTeacher(nn.Module):
         depth = len(enc.encoder.blocks)
         if not -1 <= layer < depth:
             raise ConfigError(f"quantizer.teacher_layer must be -1 (final output) or a block in 0..{depth - 1}")
+        if enc.encoder_cfg.width % bands:
+            raise ConfigError(f"quantizer.bands={bands} does not divide the teacher's width {enc.encoder_cfg.width}")
         self.encoder = enc.encoder.requires_grad_(False)
         self.layer = layer
         self.width = enc.encoder_cfg.width
@@ -48,8 +50,10 @@ class FrozenTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, patches: Tensor, grid: tuple[int, int], padding: Tensor) -> Tensor:
-        """Normalised patches [B, N, P] of whole clips -> features [B, N, width] (float32)."""
-        final, inter = self.encoder.forward_intermediates(
-            patches, grid, padding=padding, layers=None if self.layer < 0 else [self.layer]
-        )
+        """Normalised patches [B, N, P] of whole clips -> features [B, N, width], in float32 whatever the
+        step's autocast: the targets must not depend on the training precision."""
+        with torch.autocast(device_type=patches.device.type, enabled=False):
+            final, inter = self.encoder.forward_intermediates(
+                patches.float(), grid, padding=padding, layers=None if self.layer < 0 else [self.layer]
+            )
         return (final if self.layer < 0 else inter[0]).float()

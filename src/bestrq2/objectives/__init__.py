@@ -52,7 +52,7 @@ def _code_heads(cfg: Config, width: int) -> CodeHeads:
 def _quantizer(cfg: Config) -> RandomProjectionQuantizer:
     """The targets' quantizer of a ViT code method, with its frozen teacher when ``quantizer.teacher`` names one."""
     fe, q = cfg.frontend, cfg.quantizer
-    teacher = FrozenTeacher(q.teacher, fe, q.teacher_layer) if q.teacher else None
+    teacher = FrozenTeacher(q.teacher, fe, q.teacher_layer, q.bands) if q.teacher else None
     return RandomProjectionQuantizer(q, fe.patch_dim, fe, teacher)
 
 

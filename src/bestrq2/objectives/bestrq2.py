@@ -99,7 +99,7 @@ class BestRQ2(nn.Module):
     def forward(self, wav: Tensor, lengths: Tensor, masks: Masks, mix: MixPlan | None = None) -> dict[str, Tensor]:
         fe = self.frontend.cfg
         feats = mixed_feats(self.frontend(wav, lengths), mix, fe.norm_mean, fe.norm_std)  # encoder input only
-        feats = repeat_views(feats, masks, wav.shape[0])  # one row per mask
+        feats = repeat_views(self.quantizer.with_inputs(feats), masks, wav.shape[0])  # one row per mask
         grid = feats["grid"]
         targets = masked_codes(self.quantizer, feats, masks)  # [n, C]
         keep_pad = masks.keep_pad if masks.any_padding else None

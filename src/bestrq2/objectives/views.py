@@ -54,9 +54,10 @@ def view_contrast_loss(z: Tensor, repeats: int, temperature: float) -> Tensor:
     n = z.shape[0]
     if repeats < 2 or n % repeats:
         raise ValueError(f"the contrastive term needs >= 2 views of each clip, got {n} rows for {repeats} repeats")
-    z = F.normalize(z.float(), dim=-1)
-    self_pair = torch.eye(n, dtype=torch.bool, device=z.device)
-    logp = (z @ z.T / temperature).masked_fill(self_pair, float("-inf")).log_softmax(-1)
-    clip = torch.arange(n, device=z.device) % (n // repeats)
-    positive = (clip[:, None] == clip[None, :]) & ~self_pair
-    return -(logp.masked_fill(~positive, 0.0).sum(-1) / (repeats - 1)).mean()
+    with torch.autocast(device_type=z.device.type, enabled=False):  # logits up to 1 / temperature: fp32
+        z = F.normalize(z.float(), dim=-1)
+        self_pair = torch.eye(n, dtype=torch.bool, device=z.device)
+        logp = (z @ z.T / temperature).masked_fill(self_pair, float("-inf")).log_softmax(-1)
+        clip = torch.arange(n, device=z.device) % (n // repeats)
+        positive = (clip[:, None] == clip[None, :]) & ~self_pair
+        return -(logp.masked_fill(~positive, 0.0).sum(-1) / (repeats - 1)).mean()

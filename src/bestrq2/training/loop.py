@@ -235,6 +235,11 @@ def _set_up(cfg: Config, data: Path, run_dir: Path, resume: bool, info: DistInfo
     else:
         torch.manual_seed(tc.seed * 1000 + info.rank + 1)  # per-rank stream for drop-path
     micro = per_rank // tc.accum_steps
+    if cfg.method == "bestrq2" and cfg.predictor.contrast_weight > 0 and micro < 2:
+        raise ConfigError(
+            f"predictor.contrast_weight needs >= 2 clips per micro-batch (the other clips are its negatives); "
+            f"batch {tc.batch_size} over {info.world} rank(s) x {tc.accum_steps} accumulation steps gives {micro}"
+        )
     return _Run(cfg, core, model, optimizer, step, position, files, shards, micro, use_bf16, ckpt is not None)
 
 
@@ -358,7 +363,8 @@ class _Prober:
             if self.info.is_main:
                 if self.copy is None:
                     with torch.random.fork_rng(devices=[]):
-                        self.copy = build_objective(self.run.cfg).encoder.to(self.info.device)
+                        bare = dataclasses.replace(self.run.cfg, quantizer=dataclasses.replace(self.run.cfg.quantizer, teacher=""))
+                        self.copy = build_objective(bare).encoder.to(self.info.device)  # no teacher to load
                 self.copy.load_state_dict(state)
             encoder = self.copy
         scores = None

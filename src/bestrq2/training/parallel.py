@@ -5,8 +5,9 @@
       2. torch.compile: each block compiled in place (state-dict keys unchanged)
       3. several ranks: DDP (replicas) or FSDP2 (``fully_shard`` per block, then the root)
 
-Every transformer block (ViT, predictor, Conformer, and an EMA target encoder) is a unit; frozen
-buffers (the quantizer) stay replicated. Checkpoints always hold the full, unsharded state under the
+Every transformer block (ViT, predictor, Conformer, and an EMA target encoder) is a unit, except a
+frozen quantizer teacher's, which FSDP2 leaves to the root (fp32); frozen buffers (the quantizer) stay
+replicated. Checkpoints always hold the full, unsharded state under the
 plain module's names (:func:`full_state`), so a run can resume under another strategy or world size.
 """
 
@@ -29,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from bestrq2.config import ParallelConfig
 from bestrq2.models.conformer import ConformerBlock
 from bestrq2.models.layers import Block
+from bestrq2.models.teacher import FrozenTeacher
 from bestrq2.training.distributed import DistInfo
 
 BLOCK_TYPES: tuple[type[nn.Module], ...] = (Block, ConformerBlock)
@@ -84,8 +86,10 @@ def prepare_model(model: nn.Module, cfg: ParallelConfig, info: DistInfo, bf16: b
 
         reduce = torch.bfloat16 if cfg.reduce_dtype == "bf16" else torch.float32
         block_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=reduce)
+        teacher = {id(m) for t in model.modules() if isinstance(t, FrozenTeacher) for m in t.modules()}
         for unit in _units(model):
-            fully_shard(unit, mp_policy=block_policy)
+            if id(unit) not in teacher:  # a frozen teacher's blocks stay fp32, with the root: its targets keep fp32
+                fully_shard(unit, mp_policy=block_policy)
         fully_shard(model, mp_policy=MixedPrecisionPolicy(reduce_dtype=reduce))
         return model
     device_ids = [info.device.index] if info.device.type == "cuda" else None
