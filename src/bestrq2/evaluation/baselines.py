@@ -62,7 +62,32 @@ class LogMelStatsEncoder(nn.Module):
         return feats.transpose(1, 2).contiguous()  # [B, T', 2F]
 
 
-class RandomPatchFeaturesEncoder(nn.Module):
+class _PatchMapEncoder(nn.Module):
+    """A fixed map of each token's normalised full-band log-mel patch (one output frame per token):
+    subclasses set ``output_dim`` and define :meth:`map_patches`."""
+
+    def __init__(self, frontend: FrontendConfig | None, what: str):
+        super().__init__()
+        self.cfg = frontend or FrontendConfig(patch_freq=128, patch_time=4)
+        if self.cfg.freq_patches != 1:
+            raise ValueError(f"{what} need full-band patches (patch_freq = n_mels)")
+        self.frontend = Frontend(self.cfg)
+        self.sampling_rate = self.cfg.sample_rate
+        self.hop_size_in_ms = self.cfg.hop_size_in_ms
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return token_lengths(self.cfg, lengths)
+
+    def map_patches(self, patches: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None, layer: int | None = None) -> Tensor:
+        if wav.dim() == 1:
+            wav = wav[None]
+        return self.map_patches(self.frontend(wav, lengths)["patches"])  # [B, T', P] -> [B, T', output_dim]
+
+
+class RandomPatchFeaturesEncoder(_PatchMapEncoder):
     """Random features of each token's log-mel patch: ReLU(W p + b), nothing trained.
 
     ``p`` is the encoder's normalised patch (full-band 128 mels x 4 frames by default, one output frame
@@ -77,37 +102,25 @@ class RandomPatchFeaturesEncoder(nn.Module):
     def __init__(
         self, frontend: FrontendConfig | None = None, dim: int = 2048, seed: int = 0, window: int = 1
     ):
-        super().__init__()
         if dim < 1 or window < 1:
             raise ValueError(f"random features need dim >= 1 and window >= 1, got dim={dim}, window={window}")
-        self.cfg = frontend or FrontendConfig(patch_freq=128, patch_time=4)
-        if self.cfg.freq_patches != 1:
-            raise ValueError("random patch features need full-band patches (patch_freq = n_mels)")
-        self.frontend = Frontend(self.cfg)
+        super().__init__(frontend, "random patch features")
         self.window = window
         fan_in = window * self.cfg.patch_freq * self.cfg.patch_time
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("weight", torch.randn(fan_in, dim, generator=g) / fan_in**0.5)
         self.register_buffer("bias", torch.randn(dim, generator=g) * 0.5)
-        self.sampling_rate = self.cfg.sample_rate
         self.output_dim = dim
-        self.hop_size_in_ms = self.cfg.hop_size_in_ms
 
-    def output_lengths(self, lengths: Tensor) -> Tensor:
-        return token_lengths(self.cfg, lengths)
-
-    def forward(self, wav: Tensor, lengths: Tensor | None = None, layer: int | None = None) -> Tensor:
-        if wav.dim() == 1:
-            wav = wav[None]
-        patches = self.frontend(wav, lengths)["patches"]  # [B, T', P]; past the end: 0
-        if self.window > 1:
+    def map_patches(self, patches: Tensor) -> Tensor:
+        if self.window > 1:  # past the end the patches read 0
             ahead = F.pad(patches, (0, 0, 0, self.window - 1))  # [B, T' + w - 1, P]
             T = patches.shape[1]
             patches = torch.cat([ahead[:, i : i + T] for i in range(self.window)], dim=-1)  # [B, T', w * P]
         return torch.relu(patches @ self.weight + self.bias)  # [B, T', dim]
 
 
-class PatchPCAEncoder(nn.Module):
+class PatchPCAEncoder(_PatchMapEncoder):
     """The top ``dim`` principal components of each token's normalised log-mel patch: a linear map, fitted
     without labels on ``crops`` seeded 5 s crops of a pretraining corpus (a folder or manifest).
 
@@ -118,16 +131,12 @@ class PatchPCAEncoder(nn.Module):
     """
 
     def __init__(self, data: str | Path, frontend: FrontendConfig | None = None, dim: int = 192, crops: int = 256):
-        super().__init__()
         from bestrq2.data.audio import AudioError, load_audio
         from bestrq2.data.files import list_audio
 
-        self.cfg = frontend or FrontendConfig(patch_freq=128, patch_time=4)
-        if self.cfg.freq_patches != 1:
-            raise ValueError("patch PCA needs full-band patches (patch_freq = n_mels)")
+        super().__init__(frontend, "patch principal components")
         if not 1 <= dim <= self.cfg.patch_dim:
             raise ValueError(f"patch PCA: dim must be between 1 and the patch size {self.cfg.patch_dim}, got {dim}")
-        self.frontend = Frontend(self.cfg)
         files = list_audio(data)
         if not files:
             raise ValueError(f"patch PCA: no audio under {data}")
@@ -149,18 +158,10 @@ class PatchPCAEncoder(nn.Module):
         _, vectors = torch.linalg.eigh(torch.cov((x - mean).T))  # ascending eigenvalues
         self.register_buffer("mean", mean.float())
         self.register_buffer("components", vectors[:, -dim:].flip(-1).float())  # [P, dim], largest first
-        self.sampling_rate = sr
         self.output_dim = dim
-        self.hop_size_in_ms = self.cfg.hop_size_in_ms
 
-    def output_lengths(self, lengths: Tensor) -> Tensor:
-        return token_lengths(self.cfg, lengths)
-
-    def forward(self, wav: Tensor, lengths: Tensor | None = None, layer: int | None = None) -> Tensor:
-        if wav.dim() == 1:
-            wav = wav[None]
-        patches = self.frontend(wav, lengths)["patches"]  # [B, T', P]
-        return (patches - self.mean) @ self.components  # [B, T', dim]
+    def map_patches(self, patches: Tensor) -> Tensor:
+        return (patches - self.mean) @ self.components
 
 
 def random_encoder(
