@@ -19,6 +19,7 @@ from bestrq2.config import ConfigError, FrontendConfig, QuantizerConfig
 from bestrq2.data.audio import AudioError, choose_crop, silent_fraction
 from bestrq2.data.files import CropDataset, collate
 from bestrq2.export import export, load_encoder
+from bestrq2.frontend import Frontend
 from bestrq2.inference import BestRQ2Encoder
 from bestrq2.masking import mask_generator
 from bestrq2.models.ema import WeightEMA, ema_decay_at
@@ -666,6 +667,37 @@ def test_contrast_term_is_fp32_under_autocast_and_needs_two_clips_per_micro_batc
     cfg = micro_config(predictor__contrast_weight=1.0, mask__repeats=2, train__batch_size=2, train__accum_steps=2)
     with pytest.raises(ConfigError, match="2 clips per micro-batch"):
         pretrain(cfg.validate(), tmp_path / "audio", tmp_path / "run", progress=False, tensorboard=False)
+
+
+def test_window_targets_quantise_each_patch_with_its_time_neighbours_band_by_band():
+    """quantizer.window: a token's quantised input is its patch and its neighbours in time, laid out as one
+    wider mel-major patch (so mel bands stay bands), padded past the clip's ends, within each mel row."""
+    for cfg in (full_band(quantizer__window=3, quantizer__bands=4), micro_config(quantizer__window=3)):
+        fe = cfg.validate().frontend
+        q = RandomProjectionQuantizer(cfg.quantizer, fe.patch_dim, fe)
+        feats = Frontend(fe)(torch.randn(1, 2 * SR) * 0.1)
+        (fb, tb), (pf, pt), raw = feats["grid"], q.patch_shape, feats["raw"]
+        win = q.inputs(feats).reshape(1, fb, tb, pf, 3 * pt)
+        grid = raw.reshape(1, fb, tb, pf, pt)
+        torch.testing.assert_close(win[..., pt : 2 * pt], grid)  # the patch itself in the middle
+        torch.testing.assert_close(win[:, :, 1:, :, :pt], grid[:, :, :-1])  # its left neighbour in its own row
+        torch.testing.assert_close(win[:, :, :-1, :, 2 * pt :], grid[:, :, 1:])  # its right one
+        assert bool((win[:, :, 0, :, :pt] == fe.norm_mean).all() and (win[:, :, -1, :, 2 * pt :] == fe.norm_mean).all())
+    # band b's code reads band b's mels only, over the whole window
+    q = RandomProjectionQuantizer(full_band(quantizer__window=3, quantizer__bands=4).quantizer, 512, full_band().frontend)
+    x = q.inputs(Frontend(full_band().frontend)(torch.randn(1, 2 * SR) * 0.1))[0]
+    moved = x.clone().reshape(-1, 128, 12)
+    moved[:, 32:] += torch.randn_like(moved[:, 32:])  # every mel but band 0's
+    codes, codes_moved = q(x), q(moved.reshape(x.shape))
+    assert torch.equal(codes[:, 0], codes_moved[:, 0]) and not torch.equal(codes[:, 1:], codes_moved[:, 1:])
+    cfg = full_band(quantizer__window=5)
+    model = build_objective(cfg.validate())
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
+    model(wav, lengths, sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0)))["loss"].backward()
+    assert model.quantizer.projection.shape[1] == 5 * 512 // cfg.quantizer.bands
+    for bad in (2, 0):
+        with pytest.raises(ConfigError, match="window"):
+            full_band(quantizer__window=bad).validate()
 
 
 def test_self_only_encoder_pass_reads_no_other_token():

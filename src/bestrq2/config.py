@@ -243,6 +243,12 @@ class QuantizerConfig:
     (training, resuming, ``diagnose``); its weights are kept in checkpoints and never exported."""
     teacher_layer: int = -1
     """The teacher's features: -1 its final normed output (what its export gives), k >= 0 block k's raw output."""
+    window: int = 1
+    """Quantise each token's patch together with its ``(window - 1) / 2`` neighbours on either side in time
+    (odd; 1: the patch alone, the paper). The window is laid out as one wider patch, mel-major, so
+    ``bands`` still cut it into mel bands. Random features of 2-4 neighbouring patches hold more of the
+    suite's tasks than those of one patch (results/recipe/README.md, stop 25): codes of a window ask the
+    model for that much context in its predictions."""
 
     @property
     def norms(self) -> tuple[str, ...]:
@@ -259,6 +265,8 @@ class QuantizerConfig:
         _check(self.code_dim >= 1 and self.num_codebooks >= 1, "quantizer dims must be positive")
         _check(self.bands >= 1, "quantizer.bands must be >= 1")
         _check(self.teacher_layer >= -1, "quantizer.teacher_layer must be -1 (the final output) or a block index >= 0")
+        _check(self.window >= 1 and self.window % 2 == 1, "quantizer.window must be odd and >= 1")
+        _check(self.window == 1 or not self.teacher, "quantizer.window applies to patches, not to a teacher's features")
         _check(
             not self.codebook_norms or len(self.codebook_norms) == self.num_codebooks,
             f"quantizer.codebook_norms has {len(self.codebook_norms)} entries for {self.num_codebooks} codebooks",

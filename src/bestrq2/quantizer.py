@@ -31,7 +31,8 @@ class RandomProjectionQuantizer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.teacher = teacher  # frozen; None: the raw patches are quantised
-        input_dim = teacher.width if teacher is not None else input_dim
+        self.patch_shape = (input_dim // frontend.patch_time, frontend.patch_time)  # (mels, frames) of one patch
+        input_dim = teacher.width if teacher is not None else input_dim * cfg.window
         self.input_dim = input_dim
         self.global_mean, self.global_std = frontend.norm_mean, frontend.norm_std
         if input_dim % cfg.bands:
@@ -66,11 +67,23 @@ class RandomProjectionQuantizer(nn.Module):
         the teacher's features of the clean normalised patches (the encoder's input may be mixed); those
         computed once per clip by :meth:`with_inputs` when ``feats`` holds them."""
         if self.teacher is None:
-            return feats["raw"]
+            return feats["raw"] if self.cfg.window == 1 else self.windows(feats["raw"], feats["grid"])
         if "teacher_feats" in feats:
             return feats["teacher_feats"]
         clean = (feats["raw"] - self.global_mean) / self.global_std
         return self.teacher(clean, feats["grid"], feats["padding"])
+
+    def windows(self, raw: Tensor, grid: tuple[int, int]) -> Tensor:
+        """Raw patches [B, N, P] (row-major over (mel block, time block)) -> [B, N, window * P]: each patch
+        with its time neighbours, as one patch of ``window`` x the frames, mel-major. Past either end of
+        the clip the neighbours read the frontend's padding value (the normalisation mean, in dB)."""
+        w, (fb, tb), (pf, pt) = self.cfg.window, grid, self.patch_shape
+        B = raw.shape[0]
+        x = raw.reshape(B, fb, tb, pf, pt).permute(0, 1, 3, 2, 4).reshape(B, fb, pf, tb * pt)  # [B, Fb, pf, frames]
+        half = (w - 1) // 2 * pt
+        x = F.pad(x, (half, half), value=self.global_mean)
+        x = x.unfold(-1, w * pt, pt)  # [B, Fb, pf, tb, w * pt]: step one patch, width w patches
+        return x.permute(0, 1, 3, 2, 4).reshape(B, fb * tb, pf * w * pt)
 
     def with_inputs(self, feats: dict) -> dict:
         """``feats`` with the teacher's features added (no teacher: unchanged), so that they are computed
