@@ -695,6 +695,9 @@ def test_window_targets_quantise_each_patch_with_its_time_neighbours_band_by_ban
     wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
     model(wav, lengths, sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0)))["loss"].backward()
     assert model.quantizer.projection.shape[1] == 5 * 512 // cfg.quantizer.bands
+    feats = model.frontend(wav, lengths)
+    cached = model.quantizer.with_inputs(feats)  # windows built once per clip, before the mask repeats
+    assert torch.equal(model.quantizer.inputs(cached), model.quantizer.windows(feats["raw"], feats["grid"]))
     for bad in (2, 0):
         with pytest.raises(ConfigError, match="window"):
             full_band(quantizer__window=bad).validate()

@@ -63,13 +63,13 @@ class RandomProjectionQuantizer(nn.Module):
         return x
 
     def inputs(self, feats: dict) -> Tensor:
-        """What is quantised at every token of a frontend output [B, N, input_dim]: the raw dB patches, or
-        the teacher's features of the clean normalised patches (the encoder's input may be mixed); those
-        computed once per clip by :meth:`with_inputs` when ``feats`` holds them."""
+        """What is quantised at every token of a frontend output [B, N, input_dim]: the raw dB patches, their
+        time windows, or the teacher's features of the clean normalised patches (the encoder's input may be
+        mixed); those computed once per clip by :meth:`with_inputs` when ``feats`` holds them."""
+        if "quantizer_inputs" in feats:
+            return feats["quantizer_inputs"]
         if self.teacher is None:
             return feats["raw"] if self.cfg.window == 1 else self.windows(feats["raw"], feats["grid"])
-        if "teacher_feats" in feats:
-            return feats["teacher_feats"]
         clean = (feats["raw"] - self.global_mean) / self.global_std
         return self.teacher(clean, feats["grid"], feats["padding"])
 
@@ -86,9 +86,11 @@ class RandomProjectionQuantizer(nn.Module):
         return x.permute(0, 1, 3, 2, 4).reshape(B, fb * tb, pf * w * pt)
 
     def with_inputs(self, feats: dict) -> dict:
-        """``feats`` with the teacher's features added (no teacher: unchanged), so that they are computed
-        once per clip and tiled with the rest by ``mask.repeats``."""
-        return feats if self.teacher is None else {**feats, "teacher_feats": self.inputs(feats)}
+        """``feats`` with the quantised inputs added when they are more than the raw patches (a teacher's
+        features, windows), so that they are computed once per clip and tiled with the rest by ``mask.repeats``."""
+        if self.teacher is None and self.cfg.window == 1:
+            return feats
+        return {**feats, "quantizer_inputs": self.inputs(feats)}
 
     def frontend_codes(self, feats: dict) -> Tensor:
         """Codes [B, N, C] of every token of a frontend output (each with its clip's mean for the 'clip' norm)."""
