@@ -41,6 +41,25 @@ def full_band(**overrides):
     return micro_config(frontend__patch_freq=128, frontend__patch_time=4, **overrides)
 
 
+def exported_from(model, cfg, tmp_path, state=None):
+    """The encoder an export of ``model``'s state (a step-0 checkpoint) loads back."""
+    atomic_save({"config": cfg.to_dict(), "model": state or model.state_dict(), "step": 0}, tmp_path / "ckpt.pt")
+    return load_encoder(export(tmp_path / "ckpt.pt", tmp_path / "x"))
+
+
+def assert_extra_term(model, cfg, attr, term, loss, inputs, tmp_path, weight=0.5):
+    """An optional extra loss term held by ``model.<attr>``: the loss is the rest plus ``weight`` x the term,
+    its module and the encoder get gradients, and the export leaves the module out."""
+    module = getattr(model, attr)
+    setattr(model, attr, None)
+    torch.testing.assert_close(loss, model(*inputs)["loss"] + weight * term)
+    setattr(model, attr, module)
+    model.train()
+    model(*inputs)["loss"].backward()
+    assert next(module.parameters()).grad.abs().sum() > 0 and model.encoder.patch_embed.weight.grad.abs().sum() > 0
+    assert not any(attr in k for k in exported_from(model, cfg, tmp_path).state_dict())
+
+
 # ----------------------------------------------------------------------------- patch shape, positions
 
 
@@ -523,15 +542,7 @@ def test_clip_head_predicts_every_masked_code_from_the_mean_of_the_real_visible_
                 row += 1
     assert row == len(out["targets"])
     torch.testing.assert_close(out["clip_loss"], torch.stack(terms).mean())
-    heads, model.clip_heads = model.clip_heads, None
-    torch.testing.assert_close(out["loss"], model(wav, lengths, masks)["loss"] + 0.5 * out["clip_loss"])
-    model.clip_heads = heads
-    model.train()
-    model(wav, lengths, masks)["loss"].backward()
-    assert heads.heads[0].weight.grad.abs().sum() > 0 and model.encoder.patch_embed.weight.grad.abs().sum() > 0
-    atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "step": 0}, tmp_path / "ckpt.pt")
-    exported = load_encoder(export(tmp_path / "ckpt.pt", tmp_path / "x"))
-    assert not any("clip" in k for k in exported.state_dict())
+    assert_extra_term(model, cfg, "clip_heads", out["clip_loss"], out["loss"], (wav, lengths, masks), tmp_path)
 
 
 def test_view_contrast_loss_rewards_views_that_find_their_own_clip():
@@ -572,15 +583,7 @@ def test_contrast_term_compares_the_pooled_views_of_each_clip(tmp_path):
     out = model(wav, lengths, masks)
     pooled = torch.stack([seen["context"][r][~masks.keep_pad[r]].mean(0) for r in range(4)])
     torch.testing.assert_close(out["contrast_loss"], view_contrast_loss(model.projector(pooled), 2, 0.1))
-    projector, model.projector = model.projector, None
-    torch.testing.assert_close(out["loss"], model(wav, lengths, masks)["loss"] + 0.5 * out["contrast_loss"])
-    model.projector = projector
-    model.train()
-    model(wav, lengths, masks)["loss"].backward()
-    assert projector.net[0].weight.grad.abs().sum() > 0 and model.encoder.patch_embed.weight.grad.abs().sum() > 0
-    atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "step": 0}, tmp_path / "ckpt.pt")
-    exported = load_encoder(export(tmp_path / "ckpt.pt", tmp_path / "x"))
-    assert not any("projector" in k for k in exported.state_dict())
+    assert_extra_term(model, cfg, "projector", out["contrast_loss"], out["loss"], (wav, lengths, masks), tmp_path)
 
 
 def test_teacher_targets_quantise_the_frozen_teachers_features_of_the_clean_clip(micro_export, tmp_path):
@@ -608,8 +611,7 @@ def test_teacher_targets_quantise_the_frozen_teachers_features_of_the_clean_clip
     assert model.encoder.patch_embed.weight.grad.abs().sum() > 0
     state = model.state_dict()
     assert "quantizer.teacher.encoder.patch_embed.weight" in state
-    atomic_save({"config": cfg.to_dict(), "model": state, "step": 0}, tmp_path / "ckpt.pt")
-    exported = load_encoder(export(tmp_path / "ckpt.pt", tmp_path / "x"))
+    exported = exported_from(model, cfg, tmp_path, state)
     assert not any("teacher" in k for k in exported.state_dict())
     assert exported.encoder.patch_embed.weight.shape == model.encoder.patch_embed.weight.shape
     for over, match in (
