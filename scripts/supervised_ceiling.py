@@ -1,0 +1,183 @@
+"""An oracle ceiling for the probe: the same encoder architecture trained *with the suite's labels*.
+
+    python scripts/supervised_ceiling.py --suite data/suite --preset tiny --seed 0 --out runs/ceiling/tiny-seed0
+    bestrq2 evaluate runs/ceiling/tiny-seed0 --baselines --out results/recipe/ceiling/seed0
+
+The encoder of ``--preset`` (random init, ``--seed``) is trained end to end on every clip task's train
+split at once: frames -> mean over the clip's frames -> one LayerNorm + Linear head per task (the probe's
+shape), cross-entropy, each step a batch of one task drawn in proportion to its train split. The epoch with
+the best mean validation accuracy is exported as a plain encoder folder (heads dropped), which
+``bestrq2 evaluate`` then scores with the X-ARES protocol like any other export.
+
+This is not self-supervised learning and not a fair baseline: it sees the labels the probe is later trained
+on (test groups stay unseen). It answers one question: how high can an encoder of this width score under the
+protocol's 10-epoch probe at all? A self-supervised target above that ceiling is out of reach for the
+architecture, whatever the pretext.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bestrq2.config import get_preset
+from bestrq2.data.audio import AudioError, load_audio
+from bestrq2.evaluation.baselines import random_encoder
+from bestrq2.evaluation.tasks import load_suite
+from bestrq2.export import save_encoder
+
+
+def load_split(suite, split: str, sr: int) -> dict[str, list[tuple[np.ndarray, int]]]:
+    """{task: [(waveform, class index)]} of every clip task's ``split``; unreadable clips are skipped and
+    counted."""
+    out, skipped, decoded = {}, 0, {}
+    for task in suite.tasks:
+        if task.kind != "clip":
+            continue
+        index = {c: i for i, c in enumerate(task.classes)}
+        rows = []
+        for clip in task.splits.get(split, []):
+            path = suite.root / clip.path
+            if path not in decoded:
+                try:
+                    decoded[path] = load_audio(path, sr, check_silence=False)
+                except AudioError as e:
+                    decoded[path] = None
+                    print(f"skipped: {e}")
+            if decoded[path] is None:
+                skipped += 1
+                continue
+            rows.append((decoded[path], index[clip.label]))
+        out[task.name] = rows
+    print(f"{split}: {sum(map(len, out.values()))} rows, {len(decoded)} clips, {skipped} skipped")
+    return out
+
+
+def batch(rows: list[tuple[np.ndarray, int]], crop: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    """Zero-padded waveforms [B, T], lengths [B], labels [B]; clips longer than ``crop`` samples give a
+    random window of it."""
+    wavs = []
+    for wav, _ in rows:
+        if len(wav) > crop:
+            start = int(rng.integers(0, len(wav) - crop + 1))
+            wav = wav[start : start + crop]
+        wavs.append(wav)
+    lengths = torch.tensor([len(w) for w in wavs])
+    x = torch.zeros(len(wavs), int(lengths.max()))
+    for i, w in enumerate(wavs):
+        x[i, : len(w)] = torch.from_numpy(w)
+    return x, lengths, torch.tensor([y for _, y in rows])
+
+
+def pooled(enc: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each clip's frames averaged over its own frames (the protocol's clip pooling): [B, D]."""
+    frames = enc(x, lengths)  # [B, T', D]
+    n = enc.output_lengths(lengths)  # [B]
+    keep = (torch.arange(frames.shape[1])[None, :] < n[:, None]).float()  # [B, T']
+    return (frames * keep[..., None]).sum(1) / n[:, None].float()
+
+
+@torch.no_grad()
+def valid_accuracy(enc, heads, data, crop: int, batch_size: int) -> dict[str, float]:
+    enc.eval()
+    rng = np.random.default_rng(0)  # the same windows of long clips every epoch
+    scores = {}
+    for name, rows in data.items():
+        if not rows:
+            continue
+        correct = 0
+        for i in range(0, len(rows), batch_size):
+            x, lengths, y = batch(rows[i : i + batch_size], crop, rng)
+            correct += int((heads[name](pooled(enc, x, lengths)).argmax(-1) == y).sum())
+        scores[name] = correct / len(rows)
+    enc.train()
+    return scores
+
+
+def main(argv: list[str] | None = None) -> float:
+    """Train, export the best epoch, and return its mean validation accuracy."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--suite", default="data/suite")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    p.add_argument("--out", required=True, help="export folder to write")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    cfg = get_preset(args.preset)
+    enc = random_encoder(cfg.frontend, cfg.encoder, args.seed).train()  # the init `random:OUT:SEED` scores
+    sr = int(enc.sampling_rate)
+    crop = int(cfg.data.crop_seconds * sr)  # the clip length pretraining sees
+    suite = load_suite(args.suite)
+    train, valid = load_split(suite, "train", sr), load_split(suite, "valid", sr)
+    classes = {t.name: len(t.classes) for t in suite.tasks if t.kind == "clip"}
+    torch.manual_seed(args.seed)
+    heads = nn.ModuleDict(
+        {n: nn.Sequential(nn.LayerNorm(enc.output_dim), nn.Linear(enc.output_dim, k)) for n, k in classes.items()}
+    )
+    params = [q for q in [*enc.parameters(), *heads.parameters()] if q.requires_grad]
+    decay = [q for q in params if q.ndim >= 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay},
+         {"params": [q for q in params if q.ndim < 2], "weight_decay": 0.0}],
+        lr=args.lr,
+    )  # fmt: skip
+    names = [n for n in train if train[n]]
+    sizes = np.array([len(train[n]) for n in names], dtype=np.float64)
+    steps_per_epoch = int(math.ceil(sizes.sum() / args.batch_size))
+    total, warmup = args.epochs * steps_per_epoch, steps_per_epoch
+    rng = np.random.default_rng(args.seed)
+
+    best, best_state, history = -1.0, None, []
+    step, t0 = 0, time.time()
+    for epoch in range(args.epochs):
+        losses = []
+        for _ in range(steps_per_epoch):
+            lr = args.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            name = names[int(rng.choice(len(names), p=sizes / sizes.sum()))]
+            rows = [train[name][i] for i in rng.choice(len(train[name]), args.batch_size, replace=False)]
+            x, lengths, y = batch(rows, crop, rng)
+            loss = F.cross_entropy(heads[name](pooled(enc, x, lengths)), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at step {step} (task {name})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+        scores = valid_accuracy(enc, heads, valid, crop, args.batch_size)
+        mean = float(np.mean(list(scores.values())))
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "valid_mean": mean, "valid": scores})
+        print(f"epoch {epoch + 1}: loss {np.mean(losses):.3f}, valid mean {mean:.3f}, {time.time() - t0:.0f} s", flush=True)
+        if mean > best:
+            best = mean
+            best_state = {k: v.detach().clone() for k, v in enc.state_dict().items()}
+    enc.load_state_dict(best_state)
+    provenance = {
+        "method": "supervised-ceiling", "preset": args.preset, "seed": args.seed, "step": step,
+        "note": "trained with the suite's train labels: an oracle ceiling, not self-supervised",
+    }  # fmt: skip
+    out = save_encoder(enc.eval(), args.out, provenance)
+    (out / "history.json").write_text(json.dumps({"args": vars(args), "epochs": history}, indent=2))
+    print(f"best valid mean {best:.3f}; wrote {out}")
+    return best
+
+
+if __name__ == "__main__":
+    main()
