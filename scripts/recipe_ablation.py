@@ -153,6 +153,13 @@ VARIANTS["t8+teach1"] = TINY8 + [TEACHER, "quantizer.teacher_layer=1"]
 # (scripts/target_information.py, results/recipe/targets-window), as random features of windows did (stop 25)
 VARIANTS["t8+win3"] = TINY8 + ["quantizer.window=3"]
 VARIANTS["t8+win5"] = TINY8 + ["quantizer.window=5"]
+# stop 30: targets of the spectral envelope (quantizer.lifter: each frame's mel spectrum rebuilt from its first
+# 12 cepstral coefficients). The codes of raw 16-mel bands are pitch detectors (bag-of-codes probe: pitch class
+# 0.90, keywords 0.15); envelope codes carry keywords 0.32 and instrument family 0.43 and lose pitch (0.21);
+# both codebooks together score 0.530, the most of any design (results/recipe/targets-lifter). t8+ppatch
+# (two raw codebooks) is the control with as many targets
+VARIANTS["t8+lift12"] = TINY8 + ["quantizer.lifter=12"]
+VARIANTS["t8+rawlift12"] = TINY8 + ["quantizer.num_codebooks=2", "quantizer.codebook_lifters=0,12"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 

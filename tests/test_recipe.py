@@ -29,7 +29,7 @@ from bestrq2.models.positions import _sincos_1d, rope_2d, sincos_2d
 from bestrq2.objectives import build_objective, sample_batch_masks
 from bestrq2.objectives.bestrq2 import gather_rows, masked_codes, real_rows
 from bestrq2.objectives.views import repeat_views, view_contrast_loss
-from bestrq2.quantizer import RandomProjectionQuantizer, clip_mean
+from bestrq2.quantizer import RandomProjectionQuantizer, clip_mean, lifter_matrix
 from bestrq2.training.checkpoint import atomic_save
 from bestrq2.training.loop import pretrain
 from tests.conftest import micro_config
@@ -703,6 +703,48 @@ def test_window_targets_quantise_each_patch_with_its_time_neighbours_band_by_ban
     for bad in (2, 0):
         with pytest.raises(ConfigError, match="window"):
             full_band(quantizer__window=bad).validate()
+
+
+def test_lifter_codes_follow_the_envelope_and_ignore_the_harmonics():
+    """quantizer.lifter / codebook_lifters: a codebook with a lifter codes each frame's mel spectrum rebuilt
+    from its first cepstral coefficients, so a ripple across the mels above them (the harmonics of a pitch)
+    leaves its codes alone while it moves the raw codebook's; band by band, with any norm."""
+    full, twenty = lifter_matrix(128, 128), lifter_matrix(128, 20)
+    torch.testing.assert_close(full, torch.eye(128), atol=1e-5, rtol=0)
+    torch.testing.assert_close(twenty @ twenty, twenty, atol=1e-5, rtol=0)  # a projection ...
+    assert int(torch.linalg.matrix_rank(twenty)) == 20  # ... onto 20 cepstral coefficients
+    fe = full_band().frontend
+    for norm in ("patch", "global", "clip"):
+        qc = QuantizerConfig(codebook_size=64, bands=4, num_codebooks=2, codebook_lifters=(0, 20), norm=norm)
+        q = RandomProjectionQuantizer(qc, 512, fe)
+        plain = RandomProjectionQuantizer(dataclasses.replace(qc, codebook_lifters=()), 512, fe)  # same buffers
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(2, 40, 128, 4, generator=g).cumsum(-2) * 2 - 40  # [clips, tokens, mels, frames]: smooth-ish spectra
+        m = torch.arange(128.0)[:, None]
+        ripple = 6 * torch.cos(math.pi * 37 * (m + 0.5) / 128)  # one cepstral coefficient above the lifter's 20
+        gain = torch.rand(2, 40, 1, 1, generator=g) * 2  # per token, so the clip mean does not take it away
+        raw, rippled = x.flatten(-2), (x + gain * ripple).flatten(-2)
+        mean = clip_mean(raw, None).expand_as(raw) if norm == "clip" else None
+        mean_r = clip_mean(rippled, None).expand_as(raw) if norm == "clip" else None
+        codes, moved = q(raw, mean), q(rippled, mean_r)  # [2, 40, 8], band-major: target 2b + c
+        assert torch.equal(codes[..., 0::2], plain(raw, mean)[..., 0::2])  # the raw codebook is unchanged
+        assert torch.equal(codes[..., 1::2], moved[..., 1::2])  # the envelope codes ignore the ripple
+        assert not torch.equal(codes[..., 0::2], moved[..., 0::2])  # the raw codes follow it
+    cfg = full_band(quantizer__lifter=12)
+    model = build_objective(cfg.validate())
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
+    out = model(wav, lengths, sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0)))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    assert "lifter12" not in model.state_dict()  # rebuilt from the config, not stored
+    with pytest.raises(ConfigError, match="2 entries for 3 codebooks"):
+        QuantizerConfig(num_codebooks=3, codebook_lifters=(0, 12)).validate()
+    with pytest.raises(ConfigError, match="lifters must be >= 0"):
+        QuantizerConfig(lifter=-1).validate()
+    with pytest.raises(ConfigError, match="not to a teacher"):
+        QuantizerConfig(lifter=12, teacher="somewhere").validate()
+    with pytest.raises(ValueError, match="exceeds the patch's 128 mels"):
+        RandomProjectionQuantizer(QuantizerConfig(lifter=200), 512, fe)
 
 
 def test_self_only_encoder_pass_reads_no_other_token():

@@ -243,6 +243,15 @@ class QuantizerConfig:
     (training, resuming, ``diagnose``); its weights are kept in checkpoints and never exported."""
     teacher_layer: int = -1
     """The teacher's features: -1 its final normed output (what its export gives), k >= 0 block k's raw output."""
+    lifter: int = 0
+    """Smooth each frame of the patch along the mel axis before it is quantised, keeping the first ``lifter``
+    coefficients of its cosine transform over the patch's mels (a liftered log-mel: the spectral envelope,
+    as MFCCs keep it, without the harmonics of the pitch); 0: the patch as it is (the paper). The codes of
+    raw 16-mel bands are pitch detectors (their bag-of-codes probe scores pitch class 0.90 and keywords 0.15;
+    results/recipe/README.md, stop 30). Works with ``bands``, ``window`` and every norm."""
+    codebook_lifters: tuple[int, ...] = ()
+    """One ``lifter`` per codebook (e.g. ``0,12`` with num_codebooks=2: one codebook codes the patch as it is,
+    pitch included, the other its envelope); empty: ``lifter`` for every codebook."""
     window: int = 1
     """Quantise each token's patch together with its ``(window - 1) / 2`` neighbours on either side in time
     (odd; 1: the patch alone, the paper). The window is laid out as one wider patch, mel-major, so
@@ -256,6 +265,11 @@ class QuantizerConfig:
         return self.codebook_norms or (self.norm,) * self.num_codebooks
 
     @property
+    def lifters(self) -> tuple[int, ...]:
+        """The lifter of each codebook (0: none)."""
+        return self.codebook_lifters or (self.lifter,) * self.num_codebooks
+
+    @property
     def num_targets(self) -> int:
         """Codes per patch: ``bands x num_codebooks``, band-major (target ``b * num_codebooks + c``)."""
         return self.bands * self.num_codebooks
@@ -267,6 +281,12 @@ class QuantizerConfig:
         _check(self.teacher_layer >= -1, "quantizer.teacher_layer must be -1 (the final output) or a block index >= 0")
         _check(self.window >= 1 and self.window % 2 == 1, "quantizer.window must be odd and >= 1")
         _check(self.window == 1 or not self.teacher, "quantizer.window applies to patches, not to a teacher's features")
+        _check(
+            not self.codebook_lifters or len(self.codebook_lifters) == self.num_codebooks,
+            f"quantizer.codebook_lifters has {len(self.codebook_lifters)} entries for {self.num_codebooks} codebooks",
+        )
+        _check(min(self.lifters) >= 0, "quantizer lifters must be >= 0 (0: off)")
+        _check(max(self.lifters) == 0 or not self.teacher, "quantizer lifters apply to patches, not to a teacher's features")
         _check(
             not self.codebook_norms or len(self.codebook_norms) == self.num_codebooks,
             f"quantizer.codebook_norms has {len(self.codebook_norms)} entries for {self.num_codebooks} codebooks",

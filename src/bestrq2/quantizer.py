@@ -10,6 +10,9 @@ The 'clip' normalisation needs each patch's clip mean (:func:`clip_mean`), passe
 With a teacher (``quantizer.teacher``, :class:`bestrq2.models.teacher.FrozenTeacher`) the quantised input
 of each token is the teacher's feature of it instead of its raw patch (:meth:`inputs`).
 
+With ``lifter`` > 0 every frame of the patch is smoothed along the mel axis first (its first cepstral
+coefficients kept): the codes then follow the spectral envelope, not the harmonics of the pitch.
+
 With ``bands`` > 1 each patch (mel-major, [patch_freq, patch_time]) is cut into equal mel bands and
 every band is normalised and quantised on its own: target ``b * num_codebooks + c`` is codebook ``c``
 of band ``b``, with its own projection [in / bands, d] and codebook.
@@ -45,6 +48,10 @@ class RandomProjectionQuantizer(nn.Module):
         codebook = F.normalize(torch.randn(T, V, d, generator=g), dim=-1)
         self.register_buffer("projection", proj, persistent=True)  # [T, in / bands, d]
         self.register_buffer("codebook", codebook, persistent=True)  # [T, V, d]
+        for keep in sorted(set(cfg.lifters) - {0}):
+            if keep > self.patch_shape[0]:
+                raise ValueError(f"quantizer lifter {keep} exceeds the patch's {self.patch_shape[0]} mels")
+            self.register_buffer(f"lifter{keep}", lifter_matrix(self.patch_shape[0], keep), persistent=False)
 
     @property
     def needs_clip_mean(self) -> bool:
@@ -73,6 +80,14 @@ class RandomProjectionQuantizer(nn.Module):
         clean = (feats["raw"] - self.global_mean) / self.global_std
         return self.teacher(clean, feats["grid"], feats["padding"])
 
+    def smooth(self, x: Tensor, keep: int) -> Tensor:
+        """Patches or windows [..., P] (mel-major) with every frame's mel spectrum rebuilt from its first ``keep``
+        cepstral coefficients (``quantizer.lifter``); 0: unchanged."""
+        if not keep:
+            return x
+        x = x.unflatten(-1, (self.patch_shape[0], -1))  # [..., mels, frames]
+        return torch.einsum("mn,...nt->...mt", getattr(self, f"lifter{keep}"), x).flatten(-2)
+
     def windows(self, raw: Tensor, grid: tuple[int, int]) -> Tensor:
         """Raw patches [B, N, P] (row-major over (mel block, time block)) -> [B, N, window * P]: each patch
         with its time neighbours, as one patch of ``window`` x the frames, mel-major. Past either end of
@@ -100,24 +115,38 @@ class RandomProjectionQuantizer(nn.Module):
     @torch.no_grad()
     def forward(self, x: Tensor, mean: Tensor | None = None) -> Tensor:
         """[..., input_dim] -> codes [..., bands * num_codebooks] (long); codebook c sees its own
-        normalisation, of its band only. ``mean`` [..., input_dim]: each patch's clip mean (the 'clip'
+        lifter and normalisation, of its band only. ``mean`` [..., input_dim]: each patch's clip mean (the 'clip'
         norm only)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            bands, norms = self.cfg.bands, self.cfg.norms
-            x = x.float().unflatten(-1, (bands, self.input_dim // bands))  # [..., bands, in / bands]
-            if mean is not None:
-                mean = mean.float().unflatten(-1, (bands, self.input_dim // bands))
-            if len(set(norms)) == 1:
-                xs = self.normalise(x, norms[0], mean)
-                xs = xs.repeat_interleave(len(norms), dim=-2) if len(norms) > 1 else xs  # [..., T, in / bands]
+            bands, inputs = self.cfg.bands, list(zip(self.cfg.lifters, self.cfg.norms))  # per codebook
+            x, mean = x.float(), None if mean is None else mean.float()
+
+            def prepared(keep: int, norm: str) -> Tensor:  # [..., bands, in / bands]
+                split = (bands, self.input_dim // bands)
+                m = None if mean is None else self.smooth(mean, keep).unflatten(-1, split)
+                return self.normalise(self.smooth(x, keep).unflatten(-1, split), norm, m)
+
+            if len(set(inputs)) == 1:
+                xs = prepared(*inputs[0])
+                xs = xs.repeat_interleave(len(inputs), dim=-2) if len(inputs) > 1 else xs  # [..., T, in / bands]
             else:
-                cached: dict[str, Tensor] = {}
-                per_norm = [cached.setdefault(n, self.normalise(x, n, mean)) for n in norms]  # each [..., bands, in / bands]
-                xs = torch.stack(per_norm, dim=-2).flatten(-3, -2)  # [..., bands * C, in / bands], band-major
+                cached: dict[tuple[int, str], Tensor] = {}
+                per_codebook = [cached[i] if i in cached else cached.setdefault(i, prepared(*i)) for i in inputs]
+                xs = torch.stack(per_codebook, dim=-2).flatten(-3, -2)  # [..., bands * C, in / bands], band-major
             z = torch.einsum("...ti,tid->...td", xs, self.projection)  # [..., T, d]
             z = F.normalize(z, dim=-1)
             sim = torch.einsum("...td,tvd->...tv", z, self.codebook)  # [..., T, V]
             return sim.argmax(-1)
+
+
+def lifter_matrix(mels: int, keep: int) -> Tensor:
+    """[mels, mels]: the projection of a mel spectrum onto its first ``keep`` orthonormal DCT-II bases (the
+    spectrum rebuilt from its first ``keep`` cepstral coefficients, c0 included, so the level stays)."""
+    m = torch.arange(mels, dtype=torch.float64)
+    k = torch.arange(keep, dtype=torch.float64)[:, None]
+    dct = torch.cos(math.pi * k * (m + 0.5) / mels) * math.sqrt(2.0 / mels)  # [keep, mels]
+    dct[0] /= math.sqrt(2.0)
+    return (dct.T @ dct).float()
 
 
 def clip_mean(x: Tensor, padding: Tensor | None) -> Tensor:
