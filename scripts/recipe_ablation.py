@@ -160,6 +160,10 @@ VARIANTS["t8+win5"] = TINY8 + ["quantizer.window=5"]
 # (two raw codebooks) is the control with as many targets
 VARIANTS["t8+lift12"] = TINY8 + ["quantizer.lifter=12"]
 VARIANTS["t8+rawlift12"] = TINY8 + ["quantizer.num_codebooks=2", "quantizer.codebook_lifters=0,12"]
+# the envelope codes do not reach the features (t8+lift12). If that is because the predictor decodes the codes from
+# whatever the encoder passes on, an attention-only one-block predictor (t8+attn1: tokens interact only through
+# attention weights, each masked slot a weighted sum of linear maps of the encoder's outputs) should let them through
+VARIANTS["t8+rawlift12attn1"] = VARIANTS["t8+rawlift12"] + ["predictor.depth=1", "predictor.mlp_ratio=0"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 
