@@ -5,7 +5,8 @@
 
 The encoder of ``--preset`` (random init, ``--seed``) is trained end to end on every clip task's train
 split at once: frames -> mean over the clip's frames -> one LayerNorm + Linear head per task (the probe's
-shape), cross-entropy, each step a batch of one task drawn in proportion to its train split. The epoch with
+shape), cross-entropy, each step a batch of one task drawn in proportion to its train split, AdamW with the
+pretraining's schedule (one epoch of warm-up, then cosine) and its weight decay rule (matrices only). The epoch with
 the best mean validation accuracy is exported as a plain encoder folder (heads dropped), which
 ``bestrq2 evaluate`` then scores with the X-ARES protocol like any other export.
 
@@ -27,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bestrq2.config import get_preset
+from bestrq2.config import OptimConfig, get_preset
 from bestrq2.data.audio import AudioError, load_audio
 from bestrq2.evaluation.baselines import random_encoder
 from bestrq2.evaluation.tasks import load_suite
 from bestrq2.export import save_encoder
+from bestrq2.training.optim import lr_at, param_groups
 
 
 def load_split(suite, split: str, sr: int) -> dict[str, list[tuple[np.ndarray, int]]]:
@@ -128,17 +130,13 @@ def main(argv: list[str] | None = None) -> float:
     heads = nn.ModuleDict(
         {n: nn.Sequential(nn.LayerNorm(enc.output_dim), nn.Linear(enc.output_dim, k)) for n, k in classes.items()}
     )
-    params = [q for q in [*enc.parameters(), *heads.parameters()] if q.requires_grad]
-    decay = [q for q in params if q.ndim >= 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay},
-         {"params": [q for q in params if q.ndim < 2], "weight_decay": 0.0}],
-        lr=args.lr,
-    )  # fmt: skip
+    model = nn.ModuleDict({"encoder": enc, "heads": heads})
+    optim = OptimConfig(lr=args.lr, weight_decay=args.weight_decay, warmup_fraction=1 / args.epochs)  # one epoch
+    opt = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas)
     names = [n for n in train if train[n]]
     sizes = np.array([len(train[n]) for n in names], dtype=np.float64)
     steps_per_epoch = int(math.ceil(sizes.sum() / args.batch_size))
-    total, warmup = args.epochs * steps_per_epoch, steps_per_epoch
+    total = args.epochs * steps_per_epoch
     rng = np.random.default_rng(args.seed)
 
     best, best_state, history = -1.0, None, []
@@ -146,9 +144,8 @@ def main(argv: list[str] | None = None) -> float:
     for epoch in range(args.epochs):
         losses = []
         for _ in range(steps_per_epoch):
-            lr = args.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr_at(step, total, optim)
             name = names[int(rng.choice(len(names), p=sizes / sizes.sum()))]
             rows = [train[name][i] for i in rng.choice(len(train[name]), args.batch_size, replace=False)]
             x, lengths, y = batch(rows, crop, rng)
@@ -157,7 +154,7 @@ def main(argv: list[str] | None = None) -> float:
                 raise FloatingPointError(f"non-finite loss at step {step} (task {name})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             losses.append(loss.item())
             step += 1
