@@ -164,6 +164,9 @@ VARIANTS["t8+rawlift12"] = TINY8 + ["quantizer.num_codebooks=2", "quantizer.code
 # whatever the encoder passes on, an attention-only one-block predictor (t8+attn1: tokens interact only through
 # attention weights, each masked slot a weighted sum of linear maps of the encoder's outputs) should let them through
 VARIANTS["t8+rawlift12attn1"] = VARIANTS["t8+rawlift12"] + ["predictor.depth=1", "predictor.mlp_ratio=0"]
+# a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
+# suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
+VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]
 TWO_SEED = "ref,fullband,+layerscale,+mask80,m80rope,m80rope@crop,r+block2x,r+timespan2,r+energycrop,r+globaltargets,r+ema,t+lr1e3,t+lr2.5e4,t+rep4"
 
 
