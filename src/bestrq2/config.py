@@ -286,7 +286,11 @@ class QuantizerConfig:
             f"quantizer.codebook_lifters has {len(self.codebook_lifters)} entries for {self.num_codebooks} codebooks",
         )
         _check(min(self.lifters) >= 0, "quantizer lifters must be >= 0 (0: off)")
-        _check(max(self.lifters) == 0 or not self.teacher, "quantizer lifters apply to patches, not to a teacher's features")
+        _check(
+            max(self.lifters) == 0 or not self.teacher,
+            "quantizer lifters apply to log-mel patches, not to a teacher's features: with quantizer.teacher, "
+            "set quantizer.codebook_lifters= (empty) and quantizer.lifter=0",
+        )
         _check(
             not self.codebook_norms or len(self.codebook_norms) == self.num_codebooks,
             f"quantizer.codebook_norms has {len(self.codebook_norms)} entries for {self.num_codebooks} codebooks",
@@ -723,13 +727,16 @@ def _recipe(c: Config) -> Config:
     full-band 128 x 4 patches (one token per 156 ms, no frequency axis to pool) with rotary positions over
     time, blocks that start near the identity (LayerScale 0.1), 80 % masking, RMSNorm + SwiGLU +
     QK-norm blocks (the predictor follows), and sub-band targets: 8 mel bands of 16 mels, each with
-    its own 256-code codebook, so that a full-band token's targets keep where its energy sits."""
+    its own 256-code codebooks, so that a full-band token's targets keep where its energy sits. Each band
+    has two codebooks: one codes the band as it is (pitch included), the other its spectral envelope
+    (``quantizer.codebook_lifters=0,12``), whose codes carry what the raw ones miss about timbre and words."""
     c.frontend.patch_freq, c.frontend.patch_time = c.frontend.n_mels, 4
     c.encoder.positions = "rope"
     c.encoder.layer_scale = 0.1
     c.encoder.norm, c.encoder.mlp, c.encoder.qk_norm = "rmsnorm", "swiglu", True
     c.mask.ratio_min, c.mask.ratio_max = 0.75, 0.85
     c.quantizer.bands, c.quantizer.codebook_size = 8, 256
+    c.quantizer.num_codebooks, c.quantizer.codebook_lifters = 2, (0, 12)
     return c
 
 
