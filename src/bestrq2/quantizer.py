@@ -131,8 +131,10 @@ class RandomProjectionQuantizer(nn.Module):
                 xs = xs.repeat_interleave(len(inputs), dim=-2) if len(inputs) > 1 else xs  # [..., T, in / bands]
             else:
                 cached: dict[tuple[int, str], Tensor] = {}
-                per_codebook = [cached[i] if i in cached else cached.setdefault(i, prepared(*i)) for i in inputs]
-                xs = torch.stack(per_codebook, dim=-2).flatten(-3, -2)  # [..., bands * C, in / bands], band-major
+                for i in inputs:  # each distinct (lifter, norm) once
+                    if i not in cached:
+                        cached[i] = prepared(*i)
+                xs = torch.stack([cached[i] for i in inputs], dim=-2).flatten(-3, -2)  # [..., bands * C, in / bands], band-major
             z = torch.einsum("...ti,tid->...td", xs, self.projection)  # [..., T, d]
             z = F.normalize(z, dim=-1)
             sim = torch.einsum("...td,tvd->...tv", z, self.codebook)  # [..., T, V]
