@@ -1,7 +1,7 @@
 """An oracle ceiling for the probe: the same encoder architecture trained *with the suite's labels*.
 
     python scripts/supervised_ceiling.py --suite data/suite --preset tiny --seed 0 --out runs/ceiling/tiny-seed0
-    bestrq2 evaluate runs/ceiling/tiny-seed0 --baselines --out results/recipe/ceiling/seed0
+    bestrq2 evaluate runs/ceiling/tiny-seed0 --baselines --out results/ceiling
 
 The encoder of ``--preset`` (random init, ``--seed``) is trained end to end on every clip task's train
 split at once: frames -> mean over the clip's frames -> one LayerNorm + Linear head per task (the probe's
@@ -81,7 +81,7 @@ def batch(rows: list[tuple[np.ndarray, int]], crop: int, rng: np.random.Generato
 def pooled(enc: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Each clip's frames averaged over its own frames (the protocol's clip pooling): [B, D]."""
     frames = enc(x, lengths)  # [B, T', D]
-    n = enc.output_lengths(lengths)  # [B]
+    n = enc.output_lengths(lengths).clamp(min=1)  # [B]
     keep = (torch.arange(frames.shape[1])[None, :] < n[:, None]).float()  # [B, T']
     return (frames * keep[..., None]).sum(1) / n[:, None].float()
 
@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--out", required=True, help="export folder to write")
     args = p.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1:
+        p.error("--epochs and --batch-size must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> float:
     suite = load_suite(args.suite)
     train, valid = load_split(suite, "train", sr), load_split(suite, "valid", sr)
     classes = {t.name: len(t.classes) for t in suite.tasks if t.kind == "clip"}
+    if not any(train.get(n) for n in classes) or not any(valid.get(n) for n in classes):
+        raise SystemExit(f"{args.suite}: no clip task with readable train and valid clips")
     torch.manual_seed(args.seed)
     heads = nn.ModuleDict(
         {n: nn.Sequential(nn.LayerNorm(enc.output_dim), nn.Linear(enc.output_dim, k)) for n, k in classes.items()}
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> float:
     total = args.epochs * steps_per_epoch
     rng = np.random.default_rng(args.seed)
 
-    best, best_state, history = -1.0, None, []
+    best, best_epoch, best_state, history = -1.0, 0, None, []
     step, t0 = 0, time.time()
     for epoch in range(args.epochs):
         losses = []
@@ -147,7 +151,8 @@ def main(argv: list[str] | None = None) -> float:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, optim)
             name = names[int(rng.choice(len(names), p=sizes / sizes.sum()))]
-            rows = [train[name][i] for i in rng.choice(len(train[name]), args.batch_size, replace=False)]
+            pick = rng.choice(len(train[name]), min(args.batch_size, len(train[name])), replace=False)
+            rows = [train[name][i] for i in pick]
             x, lengths, y = batch(rows, crop, rng)
             loss = F.cross_entropy(heads[name](pooled(enc, x, lengths)), y)
             if not torch.isfinite(loss):
@@ -162,16 +167,17 @@ def main(argv: list[str] | None = None) -> float:
         mean = float(np.mean(list(scores.values())))
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "valid_mean": mean, "valid": scores})
         print(f"epoch {epoch + 1}: loss {np.mean(losses):.3f}, valid mean {mean:.3f}, {time.time() - t0:.0f} s", flush=True)
-        if mean > best:
-            best = mean
+        if mean > best:  # the first of equals (accuracies are finite: some task has valid clips)
+            best, best_epoch = mean, epoch + 1
             best_state = {k: v.detach().clone() for k, v in enc.state_dict().items()}
     enc.load_state_dict(best_state)
     provenance = {
-        "method": "supervised-ceiling", "preset": args.preset, "seed": args.seed, "step": step,
+        "method": "supervised-ceiling", "preset": args.preset, "seed": args.seed, "best_epoch": best_epoch,
+        "step": best_epoch * steps_per_epoch,
         "note": "trained with the suite's train labels: an oracle ceiling, not self-supervised",
     }  # fmt: skip
     out = save_encoder(enc.eval(), args.out, provenance)
-    (out / "history.json").write_text(json.dumps({"args": vars(args), "epochs": history}, indent=2))
+    (out / "history.json").write_text(json.dumps({"args": vars(args), "best_epoch": best_epoch, "epochs": history}, indent=2))
     print(f"best valid mean {best:.3f}; wrote {out}")
     return best
 

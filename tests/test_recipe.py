@@ -745,6 +745,8 @@ def test_lifter_codes_follow_the_envelope_and_ignore_the_harmonics():
         QuantizerConfig(lifter=12, teacher="somewhere").validate()
     with pytest.raises(ValueError, match="exceeds the patch's 128 mels"):
         RandomProjectionQuantizer(QuantizerConfig(lifter=200), 512, fe)
+    with pytest.raises(ConfigError, match="at most the patch's 16 mels"):
+        micro_config(quantizer__lifter=20)  # 16 x 16 patches
 
 
 def test_self_only_encoder_pass_reads_no_other_token():

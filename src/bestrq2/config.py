@@ -581,6 +581,10 @@ class Config:
             f"quantizer.bands={self.quantizer.bands} must divide the patch's {patch_freq} mel bands",
         )
         _check(
+            self.method == "audiojepa" or max(q.lifters) <= patch_freq,
+            f"quantizer lifters keep at most the patch's {patch_freq} mels' coefficients, got {max(q.lifters)}",
+        )
+        _check(
             self.predictor.contrast_weight == 0 or (self.method == "bestrq2" and self.mask.repeats >= 2),
             "predictor.contrast_weight needs method bestrq2 and mask.repeats >= 2 (the views it compares)",
         )

@@ -171,10 +171,13 @@ def _add_predictor(sf: StepFlops, cfg: Config, batch: int, visible: int, total: 
 
 def _add_targets(sf: StepFlops, cfg: Config, rows: int, input_dim: int) -> None:
     q = cfg.quantizer
+    mels = cfg.frontend.n_mels if cfg.method == "bestrq-conformer" else cfg.frontend.patch_freq
+    lifters = len(set(q.lifters) - {0})  # each distinct lifter smooths every frame of the patch once
     sf.add(
         "quantizer",
         linear(rows, input_dim // q.bands, q.code_dim) * q.num_targets
-        + linear(rows, q.code_dim, q.codebook_size) * q.num_targets,
+        + linear(rows, q.code_dim, q.codebook_size) * q.num_targets
+        + linear(rows * (input_dim // mels), mels, mels) * lifters,
         1,
     )
 
