@@ -30,9 +30,11 @@ from torch import nn
 
 from bestrq2.config import OptimConfig, get_preset
 from bestrq2.data.audio import AudioError, load_audio
+from bestrq2.data.files import collate
 from bestrq2.evaluation.baselines import random_encoder
 from bestrq2.evaluation.tasks import load_suite
 from bestrq2.export import save_encoder
+from bestrq2.quantizer import clip_mean
 from bestrq2.training.optim import lr_at, param_groups
 
 
@@ -71,19 +73,15 @@ def batch(rows: list[tuple[np.ndarray, int]], crop: int, rng: np.random.Generato
             start = int(rng.integers(0, len(wav) - crop + 1))
             wav = wav[start : start + crop]
         wavs.append(wav)
-    lengths = torch.tensor([len(w) for w in wavs])
-    x = torch.zeros(len(wavs), int(lengths.max()))
-    for i, w in enumerate(wavs):
-        x[i, : len(w)] = torch.from_numpy(w)
-    return x, lengths, torch.tensor([y for _, y in rows])
+    padded = collate([{"wav": w, "skipped": []} for w in wavs])  # the pretraining loader's zero padding
+    return padded["wav"], padded["lengths"], torch.tensor([y for _, y in rows])
 
 
 def pooled(enc: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Each clip's frames averaged over its own frames (the protocol's clip pooling): [B, D]."""
     frames = enc(x, lengths)  # [B, T', D]
-    n = enc.output_lengths(lengths).clamp(min=1)  # [B]
-    keep = (torch.arange(frames.shape[1])[None, :] < n[:, None]).float()  # [B, T']
-    return (frames * keep[..., None]).sum(1) / n[:, None].float()
+    padding = torch.arange(frames.shape[1])[None, :] >= enc.output_lengths(lengths)[:, None]  # [B, T']
+    return clip_mean(frames, padding)[:, 0]
 
 
 @torch.no_grad()
