@@ -169,6 +169,9 @@ VARIANTS["t8+rawlift12attn1"] = VARIANTS["t8+rawlift12"] + ["predictor.depth=1",
 # lift12 (results/recipe/targets-pyramid); t8+raw2lift12x2 is the control with as many codebooks (0.580)
 VARIANTS["t8+cep4"] = TINY8 + ["quantizer.num_codebooks=4", "quantizer.codebook_lifters=0,24,12,4"]
 VARIANTS["t8+raw2lift12x2"] = TINY8 + ["quantizer.num_codebooks=4", "quantizer.codebook_lifters=0,0,12,12"]
+# stop 31: the second iteration again, at the preset's 4000 steps (stop 29's ran 1000, and gains from richer targets
+# came late), on block 2 of 4 (HuBERT's middle layer) of the current tiny (t8+rawlift12, in the same --runs, run first)
+VARIANTS["t8+teachlift1"] = TINY8 + ["quantizer.teacher={runs}/t8prawlift12/seed{seed}/export", "quantizer.teacher_layer=1"]
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]
