@@ -172,6 +172,9 @@ VARIANTS["t8+raw2lift12x2"] = TINY8 + ["quantizer.num_codebooks=4", "quantizer.c
 # stop 31: the second iteration again, at the preset's 4000 steps (stop 29's ran 1000, and gains from richer targets
 # came late), on block 2 of 4 (HuBERT's middle layer) of the current tiny (t8+rawlift12, in the same --runs, run first)
 VARIANTS["t8+teachlift1"] = TINY8 + ["quantizer.teacher={runs}/t8prawlift12/seed{seed}/export", "quantizer.teacher_layer=1"]
+# stop 31: coarser codes of the preset's two kinds (64 per codebook instead of 256): if what helps a target is that it
+# groups patches into broad classes rather than that it carries detail, fewer codes should not hurt
+VARIANTS["t8+rawlift12c64"] = VARIANTS["t8+rawlift12"] + ["quantizer.codebook_size=64"]
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]
