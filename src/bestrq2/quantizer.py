@@ -126,15 +126,11 @@ class RandomProjectionQuantizer(nn.Module):
                 m = None if mean is None else self.smooth(mean, keep).unflatten(-1, split)
                 return self.normalise(self.smooth(x, keep).unflatten(-1, split), norm, m)
 
-            if len(set(inputs)) == 1:
-                xs = prepared(*inputs[0])
-                xs = xs.repeat_interleave(len(inputs), dim=-2) if len(inputs) > 1 else xs  # [..., T, in / bands]
-            else:
-                cached: dict[tuple[int, str], Tensor] = {}
-                for i in inputs:  # each distinct (lifter, norm) once
-                    if i not in cached:
-                        cached[i] = prepared(*i)
-                xs = torch.stack([cached[i] for i in inputs], dim=-2).flatten(-3, -2)  # [..., bands * C, in / bands], band-major
+            cached: dict[tuple[int, str], Tensor] = {}
+            for i in inputs:  # each distinct (lifter, norm) once
+                if i not in cached:
+                    cached[i] = prepared(*i)
+            xs = torch.stack([cached[i] for i in inputs], dim=-2).flatten(-3, -2)  # [..., bands * C, in / bands], band-major
             z = torch.einsum("...ti,tid->...td", xs, self.projection)  # [..., T, d]
             z = F.normalize(z, dim=-1)
             sim = torch.einsum("...td,tvd->...tv", z, self.codebook)  # [..., T, V]
