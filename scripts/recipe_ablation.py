@@ -175,6 +175,12 @@ VARIANTS["t8+teachlift1"] = TINY8 + ["quantizer.teacher={runs}/t8prawlift12/seed
 # stop 31: coarser codes of the preset's two kinds (64 per codebook instead of 256): if what helps a target is that it
 # groups patches into broad classes rather than that it carries detail, fewer codes should not hurt
 VARIANTS["t8+rawlift12c64"] = VARIANTS["t8+rawlift12"] + ["quantizer.codebook_size=64"]
+# stop 32: the preset's codes from k-means centroids of its own prepared inputs (HuBERT's first-iteration targets)
+# instead of random codes; fit them first: bestrq2 codebooks --out runs/codes/tiny-s0.safetensors --crops 2048
+VARIANTS["t8+rawlift12km"] = VARIANTS["t8+rawlift12"] + ["quantizer.centroids=runs/codes/tiny-s0.safetensors"]
+# stop 32: HuBERT's second iteration proper: k-means centroids (not random codes) of the first iteration's block-2
+# features, per band as in t8+teachlift1; fit them per seed first (docs: results/recipe/README.md, stop 32)
+VARIANTS["t8+teachkm1"] = VARIANTS["t8+teachlift1"] + ["quantizer.centroids=runs/codes/teach1-b8-k256-s{seed}.safetensors"]
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]

@@ -63,6 +63,23 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_codebooks(args: argparse.Namespace) -> int:
+    import torch
+
+    from bestrq2.quantizer import save_centroids
+    from bestrq2.training.codebooks import fit_codebooks
+
+    cfg = _config_from_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    centroids, info = fit_codebooks(cfg, args.data or _default_data(), args.crops, args.iters, args.seed or 0)
+    save_centroids(args.out, centroids, cfg.quantizer, info)
+    print(f"codebooks: {tuple(centroids.shape)} centroids from {info['tokens']} tokens of {info['crops']} crops "
+          f"({info['skipped_files']} files skipped) -> {args.out}")  # fmt: skip
+    print(f"use them with: --set quantizer.centroids={args.out} (and the same --preset / --set as here)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from bestrq2.export import export
 
@@ -232,6 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(`bestrq2 diagnose` scores every block; in a two-step model the top blocks work for the predictor)",
     )
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser(
+        "codebooks", help="fit k-means codebooks of the quantizer's inputs on audio (for quantizer.centroids)"
+    )
+    p.add_argument("--data", help="audio folder or manifest to fit on (default: the demo corpus)")
+    p.add_argument("--out", required=True, help="codebook file to write (.safetensors)")
+    p.add_argument("--crops", type=int, default=512, help="random training crops to draw (default: 512)")
+    p.add_argument("--iters", type=int, default=30, help="Lloyd iterations (default: 30)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    _add_config_args(p)
+    p.set_defaults(fn=cmd_codebooks)
 
     p = sub.add_parser("convert", help="convert the authors' BEST-RQ-2 / BEST-RQ ViT / Audio-JEPA checkpoint to an export")
     p.add_argument("src", help="their Lightning .ckpt or the tensor-only .safetensors beside it")

@@ -259,6 +259,14 @@ class QuantizerConfig:
     suite's tasks than those of one patch (results/recipe/README.md, stop 25): codes of a window ask the
     model for that much context in its predictions."""
 
+    centroids: str = ""
+    """A codebook file from ``bestrq2 codebooks`` (empty: random codebooks, the paper): k-means centroids of
+    this quantizer's own prepared inputs (the same patches or teacher features, bands, lifters and norms; the
+    file records them and is checked), fitted on the pretraining audio. A token's code is then its nearest
+    centroid, so codes group the inputs where they cluster, as HuBERT's k-means targets do, instead of cutting
+    them with random hyperplanes (``bestrq2.training.codebooks``). The file must exist whenever the objective is built;
+    the centroids are also kept in checkpoints."""
+
     @property
     def norms(self) -> tuple[str, ...]:
         """The input normalisation of each codebook."""

@@ -16,17 +16,23 @@ coefficients kept): the codes then follow the spectral envelope, not the harmoni
 With ``bands`` > 1 each patch (mel-major, [patch_freq, patch_time]) is cut into equal mel bands and
 every band is normalised and quantised on its own: target ``b * num_codebooks + c`` is codebook ``c``
 of band ``b``, with its own projection [in / bands, d] and codebook.
+
+With ``centroids`` (a file from ``bestrq2 codebooks``, :mod:`bestrq2.training.codebooks`) the random projection and codes
+give way to k-means centroids of the same prepared inputs, fitted on the pretraining audio: a token's code is its
+nearest centroid, so codes follow where the inputs lie (HuBERT's targets) rather than random hyperplanes.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bestrq2.config import FrontendConfig, QuantizerConfig
+from bestrq2.config import ConfigError, FrontendConfig, QuantizerConfig
 
 
 class RandomProjectionQuantizer(nn.Module):
@@ -43,11 +49,15 @@ class RandomProjectionQuantizer(nn.Module):
         g = torch.Generator().manual_seed(cfg.seed)
         T, d, V = cfg.num_targets, cfg.code_dim, cfg.codebook_size
         band_dim = input_dim // cfg.bands
-        bound = math.sqrt(6.0 / (band_dim + d))  # Xavier uniform
-        proj = (torch.rand(T, band_dim, d, generator=g) * 2 - 1) * bound
-        codebook = F.normalize(torch.randn(T, V, d, generator=g), dim=-1)
-        self.register_buffer("projection", proj, persistent=True)  # [T, in / bands, d]
-        self.register_buffer("codebook", codebook, persistent=True)  # [T, V, d]
+        if cfg.centroids:  # fitted codebooks: nearest centroid of the prepared input, no projection
+            self.register_buffer("projection", None)
+            self.register_buffer("codebook", load_centroids(cfg.centroids, cfg, (T, V, band_dim)), persistent=True)
+        else:
+            bound = math.sqrt(6.0 / (band_dim + d))  # Xavier uniform
+            proj = (torch.rand(T, band_dim, d, generator=g) * 2 - 1) * bound
+            codebook = F.normalize(torch.randn(T, V, d, generator=g), dim=-1)
+            self.register_buffer("projection", proj, persistent=True)  # [T, in / bands, d]
+            self.register_buffer("codebook", codebook, persistent=True)  # [T, V, d]
         for keep in sorted(set(cfg.lifters) - {0}):
             if keep > self.patch_shape[0]:
                 raise ValueError(f"quantizer lifter {keep} exceeds the patch's {self.patch_shape[0]} mels")
@@ -107,16 +117,20 @@ class RandomProjectionQuantizer(nn.Module):
             return feats
         return {**feats, "quantizer_inputs": self.inputs(feats)}
 
-    def frontend_codes(self, feats: dict) -> Tensor:
-        """Codes [B, N, C] of every token of a frontend output (each with its clip's mean for the 'clip' norm)."""
+    def frontend_inputs(self, feats: dict) -> Tensor:
+        """What every target of every token of a frontend output sees, [B, N, T, input_dim / bands] (each
+        token with its clip's mean for the 'clip' norm): what ``bestrq2 codebooks`` clusters."""
         x = self.inputs(feats)
-        return self(x, clip_mean(x, feats["padding"]).expand_as(x) if self.needs_clip_mean else None)
+        return self.prepare(x, clip_mean(x, feats["padding"]).expand_as(x) if self.needs_clip_mean else None)
+
+    def frontend_codes(self, feats: dict) -> Tensor:
+        """Codes [B, N, C] of every token of a frontend output."""
+        return self.assign(self.frontend_inputs(feats))
 
     @torch.no_grad()
-    def forward(self, x: Tensor, mean: Tensor | None = None) -> Tensor:
-        """[..., input_dim] -> codes [..., bands * num_codebooks] (long); codebook c sees its own
-        lifter and normalisation, of its band only. ``mean`` [..., input_dim]: each patch's clip mean (the 'clip'
-        norm only)."""
+    def prepare(self, x: Tensor, mean: Tensor | None = None) -> Tensor:
+        """[..., input_dim] -> [..., T, input_dim / bands] float32: each target's band of the input with its
+        codebook's lifter and normalisation. ``mean`` [..., input_dim]: each patch's clip mean ('clip' norm only)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             bands, inputs = self.cfg.bands, list(zip(self.cfg.lifters, self.cfg.norms))  # per codebook
             x, mean = x.float(), None if mean is None else mean.float()
@@ -130,11 +144,24 @@ class RandomProjectionQuantizer(nn.Module):
             for i in inputs:  # each distinct (lifter, norm) once
                 if i not in cached:
                     cached[i] = prepared(*i)
-            xs = torch.stack([cached[i] for i in inputs], dim=-2).flatten(-3, -2)  # [..., bands * C, in / bands], band-major
-            z = torch.einsum("...ti,tid->...td", xs, self.projection)  # [..., T, d]
-            z = F.normalize(z, dim=-1)
-            sim = torch.einsum("...td,tvd->...tv", z, self.codebook)  # [..., T, V]
-            return sim.argmax(-1)
+            return torch.stack([cached[i] for i in inputs], dim=-2).flatten(-3, -2)  # [..., bands * C, in / bands], band-major
+
+    @torch.no_grad()
+    def assign(self, xs: Tensor) -> Tensor:
+        """Prepared inputs [..., T, in / bands] -> codes [..., T]: the nearest random code (cosine) of the
+        projected input, or with fitted centroids (``quantizer.centroids``) the nearest centroid (Euclidean)."""
+        with torch.autocast(device_type=xs.device.type, enabled=False):
+            if self.projection is None:
+                sq = (self.codebook**2).sum(-1)  # [T, V]
+                return (torch.einsum("...ti,tvi->...tv", xs, self.codebook) - 0.5 * sq).argmax(-1)
+            z = F.normalize(torch.einsum("...ti,tid->...td", xs, self.projection), dim=-1)  # [..., T, d]
+            return torch.einsum("...td,tvd->...tv", z, self.codebook).argmax(-1)  # [..., T, V] -> [..., T]
+
+    def forward(self, x: Tensor, mean: Tensor | None = None) -> Tensor:
+        """[..., input_dim] -> codes [..., bands * num_codebooks] (long); codebook c sees its own
+        lifter and normalisation, of its band only. ``mean`` [..., input_dim]: each patch's clip mean (the 'clip'
+        norm only)."""
+        return self.assign(self.prepare(x, mean))
 
 
 def lifter_matrix(mels: int, keep: int) -> Tensor:
@@ -175,3 +202,47 @@ def code_usage(codes: Tensor, codebook_size: int, valid: Tensor | None = None) -
         ent = -(p[p > 0] * p[p > 0].log()).sum()
         ppl.append(float(ent.exp()))
     return {"codes_used": sum(used) / len(used), "perplexity": sum(ppl) / len(ppl)}
+
+
+# --------------------------------------------------------------------------- fitted codebooks (quantizer.centroids)
+
+
+INPUT_FIELDS = ("bands", "num_codebooks", "codebook_size", "lifters", "norms", "window", "teacher_layer")
+"""The quantizer fields that define what a fitted codebook's centroids live in."""
+
+
+def input_signature(q: QuantizerConfig) -> dict:
+    """What a codebook's inputs are: the fields of :data:`INPUT_FIELDS` and whether a teacher's features are
+    quantised (the teacher's path is recorded for reference, not compared: folders move)."""
+    sig = {f: list(v) if isinstance(v := getattr(q, f), tuple) else v for f in INPUT_FIELDS}
+    return sig | {"teacher": bool(q.teacher)}
+
+
+def save_centroids(path: str | Path, centroids: Tensor, q: QuantizerConfig, info: dict) -> None:
+    from safetensors.torch import save_file
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    meta = {"input": json.dumps(input_signature(q)), "teacher": q.teacher, "fit": json.dumps(info)}
+    save_file({"centroids": centroids.contiguous()}, str(path), metadata=meta)
+
+
+def load_centroids(path: str | Path, q: QuantizerConfig, shape: tuple[int, int, int]) -> Tensor:
+    """The centroids of a ``bestrq2 codebooks`` file, checked against the quantizer that reads them."""
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        raise ConfigError(f"quantizer.centroids: no codebook file at {path} (fit one with `bestrq2 codebooks`)")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        centroids = f.get_tensor("centroids")
+    fitted = json.loads(meta.get("input", "{}"))
+    differ = sorted(k for k, v in input_signature(q).items() if fitted.get(k) != v)
+    if differ:
+        raise ConfigError(
+            f"quantizer.centroids: {path} was fitted on other inputs ({', '.join(differ)} differ: "
+            + ", ".join(f"{k}={fitted.get(k)!r}" for k in differ)
+            + ")"
+        )
+    if tuple(centroids.shape) != shape:
+        raise ConfigError(f"quantizer.centroids: {path} holds {tuple(centroids.shape)} centroids, expected {shape}")
+    return centroids.float()
