@@ -181,6 +181,8 @@ VARIANTS["t8+rawlift12km"] = VARIANTS["t8+rawlift12"] + ["quantizer.centroids=ru
 # stop 32: HuBERT's second iteration proper: k-means centroids (not random codes) of the first iteration's block-2
 # features, per band as in t8+teachlift1; fit them per seed first (docs: results/recipe/README.md, stop 32)
 VARIANTS["t8+teachkm1"] = VARIANTS["t8+teachlift1"] + ["quantizer.centroids=runs/codes/teach1-b8-k256-s{seed}.safetensors"]
+# stop 32: tokens of 2 frames (78 ms) instead of 4: 312 ms tokens (t8+pt8) lost the gain; do finer ones gain?
+VARIANTS["t8+rawlift12pt2"] = VARIANTS["t8+rawlift12"] + ["frontend.patch_time=2"]
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]
