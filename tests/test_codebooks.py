@@ -82,7 +82,7 @@ def test_codebooks_fit_on_real_audio_then_train_and_resume(real_corpus, tmp_path
     path = tmp_path / "codes.safetensors"
     sets = ["--set", "quantizer.codebook_size=16", "--set", "quantizer.bands=2"]
     rc = main(["codebooks", "--preset", "tiny-ref", "--data", str(real_corpus), "--out", str(path), "--crops", "24",
-               "--iters", "10", *sets])  # fmt: skip
+               "--iters", "10", "--no-progress", "--device", "cpu", *sets])  # fmt: skip
     assert rc == 0 and path.is_file()
     cfg.quantizer.centroids = str(path)
     model = build_objective(cfg.validate())

@@ -72,7 +72,11 @@ def cmd_codebooks(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    centroids, info = fit_codebooks(cfg, args.data or _default_data(), args.crops, args.iters, args.seed or 0)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = args.data or _default_data()
+    centroids, info = fit_codebooks(cfg, data, args.crops, args.iters, args.seed or 0, device, not args.no_progress)
     save_centroids(args.out, centroids, cfg.quantizer, info)
     print(f"codebooks: {tuple(centroids.shape)} centroids from {info['tokens']} tokens of {info['crops']} crops "
           f"({info['skipped_files']} files skipped) -> {args.out}")  # fmt: skip
@@ -258,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crops", type=int, default=512, help="random training crops to draw (default: 512)")
     p.add_argument("--iters", type=int, default=30, help="Lloyd iterations (default: 30)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--device", default="auto", help="where the frontend and a teacher run: auto (cuda if available), cpu, cuda")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_config_args(p)
     p.set_defaults(fn=cmd_codebooks)
 

@@ -21,6 +21,7 @@ import logging
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from bestrq2.config import Config
 from bestrq2.data.audio import AudioError, load_audio
@@ -73,16 +74,20 @@ def _nearest(x: Tensor, c: Tensor, chunk: int = 8192) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def sample_inputs(cfg: Config, data: str, crops: int, seed: int = 0) -> tuple[Tensor, dict]:
-    """Prepared quantizer inputs [tokens, targets, input / bands] of ``crops`` random training crops of ``data``
-    (files drawn with replacement, one crop each), and counts of the crops used and of the files skipped."""
+def sample_inputs(
+    cfg: Config, data: str, crops: int, seed: int = 0, device: str = "cpu", progress: bool = False
+) -> tuple[Tensor, dict]:
+    """Prepared quantizer inputs [tokens, targets, input / bands] (on the CPU) of ``crops`` random training crops of
+    ``data`` (files drawn with replacement, one crop each), and counts of the crops used and of the files skipped.
+    ``device`` runs the frontend and the teacher, if any."""
     plain = dataclasses.replace(cfg, quantizer=dataclasses.replace(cfg.quantizer, centroids=""))
-    objective = build_objective(plain).eval()
+    objective = build_objective(plain).eval().to(device)
     fe, quantizer = objective.frontend, objective.quantizer
     files = list_audio(data)
     rng = np.random.default_rng(seed)
     samples = int(cfg.data.crop_seconds * fe.cfg.sample_rate)
     out, skipped = [], 0
+    bar = tqdm(total=crops, desc="codebooks: crops", unit="crop", disable=not progress)
     while len(out) < crops:
         path = files[int(rng.integers(len(files)))]
         try:
@@ -93,15 +98,20 @@ def sample_inputs(cfg: Config, data: str, crops: int, seed: int = 0) -> tuple[Te
             if skipped > max(100, 10 * crops):
                 raise RuntimeError(f"codebooks: {skipped} files of {data} could not be read") from e
             continue
-        feats = fe(torch.from_numpy(wav)[None])
+        feats = fe(torch.from_numpy(wav)[None].to(device))
         xs = quantizer.frontend_inputs(feats)[0]  # [N, T, D]
-        out.append(xs[~feats["padding"][0]])
+        out.append(xs[~feats["padding"][0]].cpu())
+        bar.update()
+    bar.close()
     return torch.cat(out), {"crops": crops, "skipped_files": skipped}
 
 
-def fit_codebooks(cfg: Config, data: str, crops: int = 512, iters: int = 30, seed: int = 0) -> tuple[Tensor, dict]:
-    """Centroids [targets, codebook_size, input / bands] for ``cfg``'s quantizer, fitted on ``data``."""
-    x, info = sample_inputs(cfg, data, crops, seed)
+def fit_codebooks(
+    cfg: Config, data: str, crops: int = 512, iters: int = 30, seed: int = 0, device: str = "cpu", progress: bool = False
+) -> tuple[Tensor, dict]:
+    """Centroids [targets, codebook_size, input / bands] for ``cfg``'s quantizer, fitted on ``data``: the inputs are
+    computed on ``device``, k-means runs on the CPU (in float64, seeded)."""
+    x, info = sample_inputs(cfg, data, crops, seed, device, progress)
     g = torch.Generator().manual_seed(seed)
     fitted, msd = [], []
     for t in range(x.shape[1]):
