@@ -183,6 +183,9 @@ VARIANTS["t8+rawlift12km"] = VARIANTS["t8+rawlift12"] + ["quantizer.centroids=ru
 VARIANTS["t8+teachkm1"] = VARIANTS["t8+teachlift1"] + ["quantizer.centroids=runs/codes/teach1-b8-k256-s{seed}.safetensors"]
 # stop 32: tokens of 2 frames (78 ms) instead of 4: 312 ms tokens (t8+pt8) lost the gain; do finer ones gain?
 VARIANTS["t8+rawlift12pt2"] = VARIANTS["t8+rawlift12"] + ["frontend.patch_time=2"]
+# stop 32: an EMA of the weights (the BEST-RQ-2.x model cards'), exported; stop 20 tried it at 1000 steps on an
+# older recipe only. Time constant 1000 steps, a quarter of the run; batch 16 makes the weights noisy
+VARIANTS["t8+rawlift12ema"] = VARIANTS["t8+rawlift12"] + ["optim.ema_decay=0.999"]
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]
