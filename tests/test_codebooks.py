@@ -96,3 +96,7 @@ def test_codebooks_fit_on_real_audio_then_train_and_resume(real_corpus, tmp_path
     with pytest.raises(ConfigError, match="bands differ"):
         cfg.quantizer.bands = 4
         build_objective(cfg.validate())
+    jepa = micro_config()
+    jepa.method = "audiojepa"
+    with pytest.raises(ConfigError, match="no code targets"):
+        fit_codebooks(jepa.validate(), str(real_corpus), crops=2)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from bestrq2.config import Config
+from bestrq2.config import Config, ConfigError
 from bestrq2.data.audio import AudioError, load_audio
 from bestrq2.data.files import list_audio
 from bestrq2.objectives import build_objective
@@ -82,6 +82,8 @@ def sample_inputs(
     ``device`` runs the frontend and the teacher, if any."""
     plain = dataclasses.replace(cfg, quantizer=dataclasses.replace(cfg.quantizer, centroids=""))
     objective = build_objective(plain).eval().to(device)
+    if not hasattr(objective, "quantizer"):
+        raise ConfigError(f"bestrq2 codebooks: method {cfg.method!r} has no code targets to fit")
     fe, quantizer = objective.frontend, objective.quantizer
     files = list_audio(data)
     rng = np.random.default_rng(seed)
