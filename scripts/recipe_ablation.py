@@ -186,6 +186,10 @@ VARIANTS["t8+rawlift12pt2"] = VARIANTS["t8+rawlift12"] + ["frontend.patch_time=2
 # stop 32: an EMA of the weights (the BEST-RQ-2.x model cards'), exported; stop 20 tried it at 1000 steps on an
 # older recipe only. Time constant 1000 steps, a quarter of the run; batch 16 makes the weights noisy
 VARIANTS["t8+rawlift12ema"] = VARIANTS["t8+rawlift12"] + ["optim.ema_decay=0.999"]
+# stop 32: k-means of the whole 128-mel token, raw and envelope (HuBERT's MFCC clusters: a joint configuration of
+# formants, which per-band codes cannot name); fit first: bestrq2 codebooks --out runs/codes/fb-rawlift12-k256.safetensors
+# --set quantizer.bands=1 --crops 2048
+VARIANTS["t+fbkm"] = VARIANTS["t8+rawlift12"] + ["quantizer.bands=1", "quantizer.centroids=runs/codes/fb-rawlift12-k256.safetensors"]
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]
