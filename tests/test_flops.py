@@ -188,3 +188,18 @@ def test_search_max_batch(true_max):
     else:
         assert batch <= min(true_max, 65536) < batch + 8 and (batch % 8 == 0 or batch == 65536)
     assert len(tried) <= 30
+
+
+def test_fitted_codebooks_count_their_own_assignment(tmp_path):
+    """quantizer.centroids: no projection, every band's input against every centroid."""
+    from bestrq2.quantizer import save_centroids
+
+    cfg = micro_config(quantizer__bands=2)
+    T, V, D = cfg.quantizer.num_targets, cfg.quantizer.codebook_size, cfg.frontend.patch_dim // 2
+    path = tmp_path / "c.safetensors"
+    save_centroids(path, torch.randn(T, V, D), cfg.quantizer, {})
+    cfg.quantizer.centroids = str(path)
+    n, sf = _step_count(cfg.validate())
+    assert n == pytest.approx(sf.model, rel=1e-6)
+    B = 2  # _step_count's batch
+    assert sf.by_part()["quantizer"] == pytest.approx(2.0 * B * sf.masked * T * V * D, rel=1e-6)

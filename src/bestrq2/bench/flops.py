@@ -173,13 +173,12 @@ def _add_targets(sf: StepFlops, cfg: Config, rows: int, input_dim: int) -> None:
     q = cfg.quantizer
     mels = cfg.frontend.n_mels if cfg.method == "bestrq-conformer" else cfg.frontend.patch_freq
     lifters = len(set(q.lifters) - {0})  # each distinct lifter smooths every frame of the patch once
-    sf.add(
-        "quantizer",
-        linear(rows, input_dim // q.bands, q.code_dim) * q.num_targets
-        + linear(rows, q.code_dim, q.codebook_size) * q.num_targets
-        + linear(rows * (input_dim // mels), mels, mels) * lifters,
-        1,
-    )
+    if q.centroids:  # fitted codebooks: every band's input against every centroid, no projection
+        codes = linear(rows, input_dim // q.bands, q.codebook_size) * q.num_targets
+    else:
+        codes = linear(rows, input_dim // q.bands, q.code_dim) * q.num_targets
+        codes += linear(rows, q.code_dim, q.codebook_size) * q.num_targets
+    sf.add("quantizer", codes + linear(rows * (input_dim // mels), mels, mels) * lifters, 1)
 
 
 def _add_heads(sf: StepFlops, cfg: Config, rows: int, width: int) -> None:
