@@ -190,6 +190,12 @@ VARIANTS["t8+rawlift12ema"] = VARIANTS["t8+rawlift12"] + ["optim.ema_decay=0.999
 # formants, which per-band codes cannot name); fit first: bestrq2 codebooks --out runs/codes/fb-rawlift12-k256.safetensors
 # --set quantizer.bands=1 --crops 2048
 VARIANTS["t+fbkm"] = VARIANTS["t8+rawlift12"] + ["quantizer.bands=1", "quantizer.centroids=runs/codes/fb-rawlift12-k256.safetensors"]
+# stop 32: HuBERT's second iteration from the whole-token k-means run (t+fbkm, in the same --runs, run first): k-means
+# of its block-2 features per 24-dim group, fitted per seed (results/recipe/README.md, stop 32)
+VARIANTS["t8+fbteachkm1"] = TINY8 + [
+    "quantizer.teacher={runs}/tpfbkm/seed{seed}/export", "quantizer.teacher_layer=1",
+    "quantizer.centroids=runs/codes/fbteach1-b8-k256-s{seed}.safetensors",
+]  # fmt: skip
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]
