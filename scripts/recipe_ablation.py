@@ -196,6 +196,9 @@ VARIANTS["t8+fbteachkm1"] = TINY8 + [
     "quantizer.teacher={runs}/tpfbkm/seed{seed}/export", "quantizer.teacher_layer=1",
     "quantizer.centroids=runs/codes/fbteach1-b8-k256-s{seed}.safetensors",
 ]  # fmt: skip
+# stop 33: the STFT window, the reference's 2048 samples (128 ms at the 39 ms hop) against 64 ms and 256 ms
+VARIANTS["t8+rawlift12nfft1024"] = VARIANTS["t8+rawlift12"] + ["frontend.n_fft=1024"]
+VARIANTS["t8+rawlift12nfft4096"] = VARIANTS["t8+rawlift12"] + ["frontend.n_fft=4096"]
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]
