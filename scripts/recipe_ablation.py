@@ -199,6 +199,9 @@ VARIANTS["t8+fbteachkm1"] = TINY8 + [
 # stop 33: the STFT window, the reference's 2048 samples (128 ms at the 39 ms hop) against 64 ms and 256 ms
 VARIANTS["t8+rawlift12nfft1024"] = VARIANTS["t8+rawlift12"] + ["frontend.n_fft=1024"]
 VARIANTS["t8+rawlift12nfft4096"] = VARIANTS["t8+rawlift12"] + ["frontend.n_fft=4096"]
+# stop 33: does a wider encoder hold richer targets? Four codebooks per band lost 0.01-0.02 at width 192 (stop 31)
+VARIANTS["t8+rawlift12w384"] = VARIANTS["t8+rawlift12"] + ["encoder.width=384", "encoder.heads=6"]
+VARIANTS["t8+cep4w384"] = VARIANTS["t8+cep4"] + ["encoder.width=384", "encoder.heads=6"]
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]
