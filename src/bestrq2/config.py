@@ -40,8 +40,8 @@ class FrontendConfig:
     sample_rate: int = 16000
     """Input sample rate in Hz; audio is resampled to it when loaded."""
     n_fft: int = 2048
-    """FFT size (and window length) in samples. The reference's 128 ms; 64 ms and 256 ms windows give the same
-    gain over random init at demo scale, and 64 ms fewer keywords (results/recipe/README.md, stop 33)."""
+    """FFT size (and window length) in samples. The reference's 128 ms; 64 ms and 256 ms windows give no larger
+    gain over random init at demo scale, and 64 ms loses keywords (results/recipe/README.md, stop 33)."""
     hop_length: int = 625
     """Hop between frames in samples (39.0625 ms at 16 kHz)."""
     n_mels: int = 128
