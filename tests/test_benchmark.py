@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bestrq2.cli import main
 
@@ -98,3 +99,12 @@ def test_loader_reads_shards_as_shards(real_corpus: Path, tmp_path: Path):
     assert rc == 0
     r = json.loads(out.read_text())["loader"]
     assert r["kind"] == "shards" and r["clips_per_s"] > 0
+
+
+def test_resolve_device_auto_picks_the_gpu_only_when_there_is_one():
+    from bestrq2.bench.devices import resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto") == resolve_device(None) == expected
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("cuda:1") == "cuda:1"

@@ -66,15 +66,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_codebooks(args: argparse.Namespace) -> int:
     import torch
 
+    from bestrq2.bench.devices import resolve_device
     from bestrq2.quantizer import save_centroids
     from bestrq2.training.codebooks import fit_codebooks
 
     cfg = _config_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     data = args.data or _default_data()
     centroids, info = fit_codebooks(cfg, data, args.crops, args.iters, args.seed or 0, device, not args.no_progress)
     save_centroids(args.out, centroids, cfg.quantizer, info)
@@ -160,12 +159,12 @@ def _model_rows(path: str) -> list[dict]:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     import torch
 
-    from bestrq2.bench.devices import device_name
+    from bestrq2.bench.devices import device_name, resolve_device
     from bestrq2.bench.throughput import format_report, format_table, run_benchmark
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(resolve_device(args.device))
     configs = _benchmark_configs(args)
     out: dict[str, object] = {"device": device_name(dev), "torch": torch.__version__}
     runs: list[dict] = []

@@ -29,6 +29,13 @@ PEAK_BF16_TFLOPS: list[tuple[str, str, float]] = [
 ]
 
 
+def resolve_device(name: str | None) -> str:
+    """A ``--device`` argument as torch takes it: 'auto' or nothing is the GPU when there is one, else the CPU."""
+    if name in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -27,15 +27,13 @@ def _eval_config(args: argparse.Namespace, layer: int | None = None):
     """Threads, device and the evaluation settings shared by ``evaluate`` and ``diagnose``."""
     import torch
 
+    from bestrq2.bench.devices import resolve_device
     from bestrq2.evaluation.probe import ProbeConfig
     from bestrq2.evaluation.runner import EvalConfig
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     return EvalConfig(
-        probe=ProbeConfig(seed=args.seed, epochs=args.probe_epochs), device=device, layer=layer, batch_seconds=args.batch_seconds,
+        probe=ProbeConfig(seed=args.seed, epochs=args.probe_epochs), device=resolve_device(args.device), layer=layer, batch_seconds=args.batch_seconds,
         workers=args.workers,
     )  # fmt: skip
 
