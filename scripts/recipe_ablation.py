@@ -202,6 +202,9 @@ VARIANTS["t8+rawlift12nfft4096"] = VARIANTS["t8+rawlift12"] + ["frontend.n_fft=4
 # stop 33: does a wider encoder hold richer targets? Four codebooks per band lost 0.01-0.02 at width 192 (stop 31)
 VARIANTS["t8+rawlift12w384"] = VARIANTS["t8+rawlift12"] + ["encoder.width=384", "encoder.heads=6"]
 VARIANTS["t8+cep4w384"] = VARIANTS["t8+cep4"] + ["encoder.width=384", "encoder.heads=6"]
+# stop 34: 3 of 32 tokens visible per 5 s crop instead of 5-8: each visible token has to carry more of what the
+# clip sounds like for the predictor to fill the rest (a pressure towards clip-level content in every token)
+VARIANTS["t8+rawlift12mask90"] = VARIANTS["t8+rawlift12"] + ["mask.ratio_min=0.88", "mask.ratio_max=0.92"]
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]
