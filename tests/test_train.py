@@ -85,15 +85,20 @@ def _bad_folder(real_corpus: Path, tmp_path: Path) -> Path:
     return folder
 
 
-def test_bad_files_are_skipped_and_counted(real_corpus, tmp_path):
+def test_bad_files_are_skipped_and_counted(real_corpus, tmp_path, capsys):
     folder = _bad_folder(real_corpus, tmp_path)
     cfg = micro_config(train__max_steps=6, data__crop_seconds=2.5)
     result = pretrain(cfg, folder, tmp_path / "run", progress=False, tensorboard=False)
     assert result.step == 6 and np.isfinite(result.last_loss)
     assert all(np.isfinite(r["loss"]) for r in read_log(tmp_path / "run"))
-    skipped = (tmp_path / "run" / "skipped_files.txt").read_text().split()
-    names = sorted(Path(s).name for s in skipped)
-    assert names == ["corrupt.wav", "empty.wav", "nan.wav", "not_audio.mp3", "silent.flac"]
+    lines = (tmp_path / "run" / "skipped_files.txt").read_text().splitlines()
+    why = {Path(f).name: reason for f, reason in (line.split("\t") for line in lines)}
+    assert sorted(why) == ["corrupt.wav", "empty.wav", "nan.wav", "not_audio.mp3", "silent.flac"]
+    assert why["silent.flac"] == "silent" and why["nan.wav"] == "non-finite samples"
+    assert why["corrupt.wav"].startswith("unreadable (")
+    # the summary counts kinds of failure, without each file's error text
+    summary = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("skipped 5 unusable files"))
+    assert "unreadable: 2" in summary and "silent: 1" in summary and "corrupt.wav" not in summary
 
 
 def test_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):

@@ -274,7 +274,16 @@ def _aux_losses(cfg: Config) -> list[str]:
     return [col for col, weight in terms.items() if weight > 0]
 
 
-def _read_step(run: _Run, batches: Iterator, slots: list[int], info: DistInfo, skipped: Counter, bad_files: set):
+def _write_skipped(path: Path, bad_files: dict[str, str]) -> None:
+    """One 'file<TAB>reason' line per skipped file, and a summary that counts them by kind of failure (the reason
+    before any detail in brackets), so that a corpus with thousands of corrupt files prints one short line."""
+    path.write_text("".join(f"{f}\t{why}\n" for f, why in sorted(bad_files.items())))
+    kinds = Counter(why.split(" (", 1)[0] for why in bad_files.values())
+    print(f"skipped {len(bad_files)} unusable files ({', '.join(f'{k}: {n}' for k, n in kinds.most_common())}); "
+          f"list in {path}")  # fmt: skip
+
+
+def _read_step(run: _Run, batches: Iterator, slots: list[int], info: DistInfo, bad_files: dict[str, str]):
     """Read and mask every micro-batch of the step first: the loss is a mean over all real masked patches
     of the global batch, so each micro-batch weighs by its count (one tiny all-reduce). With masks keyed
     by slot, the step does not depend on how the global batch is split over ranks.
@@ -284,9 +293,7 @@ def _read_step(run: _Run, batches: Iterator, slots: list[int], info: DistInfo, s
     for k in range(tc.accum_steps):
         batch = next(batches)
         for path, reason in batch["skipped"]:
-            if path not in bad_files:
-                bad_files.add(path)
-                skipped[reason] += 1
+            bad_files.setdefault(path, reason)
         micro_step = run.step * tc.accum_steps + k
         gen = mask_generator(tc.seed, 0, micro_step)
         rows = slot_generators(tc.seed, repeat_slots(slots, cfg.mask.repeats, run.micro * info.world), micro_step)
@@ -423,8 +430,7 @@ def _pretrain(
     else:
         loader = build_loader(run.files, *where, pin_memory=pin)
     batches = iter(loader)
-    skipped: Counter[str] = Counter()
-    bad_files: set[str] = set()
+    bad_files: dict[str, str] = {}  # path -> why it was skipped (this rank)
     window: dict[str, float] = Counter()
     bad_steps, last_loss = 0, float("nan")
     slots = [info.rank + i * info.world for i in range(run.micro)]  # this rank's examples in the global batch
@@ -434,7 +440,7 @@ def _pretrain(
         while run.step < end:
             run.model.train()
             lr = set_lr(optimizer, run.step, tc.max_steps, cfg.optim)
-            micro_batches = _read_step(run, batches, slots, info, skipped, bad_files)
+            micro_batches = _read_step(run, batches, slots, info, bad_files)
             loss, acc, stop_now, out = _forward_backward(run, micro_batches, stop, info)
             last_batch, masks, _ = micro_batches[-1]
             run.position = (last_batch["position"][0], last_batch["position"][1] + 1)  # next micro-batch to read
@@ -500,11 +506,10 @@ def _pretrain(
                     tqdm.write(f"stop requested: checkpoint saved at step {step}; continue with --resume")
                 break
     bar.close()
-    bad_files = set().union(*all_gather_objects(bad_files, info))
+    bad_files = {path: why for rank_files in all_gather_objects(bad_files, info) for path, why in rank_files.items()}
     if info.is_main:
         if bad_files:
-            (run_dir / "skipped_files.txt").write_text("\n".join(sorted(bad_files)) + "\n")
-            print(f"skipped {len(bad_files)} unusable files ({dict(skipped)}); list in {run_dir / 'skipped_files.txt'}")
+            _write_skipped(run_dir / "skipped_files.txt", bad_files)
         summary = {"step": run.step, "last_loss": last_loss, "elapsed_s": time.time() - t0, "skipped_files": len(bad_files)}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if logger:
