@@ -101,6 +101,22 @@ def test_bad_files_are_skipped_and_counted(real_corpus, tmp_path, capsys):
     assert "unreadable: 2" in summary and "silent: 1" in summary and "corrupt.wav" not in summary
 
 
+def test_skipped_files_are_written_at_each_checkpoint_and_kept_on_resume(real_corpus, tmp_path):
+    folder = _bad_folder(real_corpus, tmp_path)
+    cfg = micro_config(train__max_steps=6, train__ckpt_every=2, data__crop_seconds=2.5)
+    run = tmp_path / "run"
+    pretrain(cfg, folder, run, stop_after=2, progress=False, tensorboard=False)
+    listed = (run / "skipped_files.txt").read_text()  # written with the step-2 checkpoint
+    assert listed and all("\t" in line for line in listed.splitlines())
+    # an earlier part of the run skipped a file that the rest will not meet again: resuming keeps it listed
+    (run / "skipped_files.txt").write_text(listed + f"{folder / 'gone.wav'}\tunreadable (removed since)\n")
+    pretrain(cfg, folder, run, resume=True, progress=False, tensorboard=False)
+    why = dict(line.split("\t") for line in (run / "skipped_files.txt").read_text().splitlines())
+    assert why[str(folder / "gone.wav")] == "unreadable (removed since)"
+    assert sorted(Path(f).name for f in why) == ["corrupt.wav", "empty.wav", "gone.wav", "nan.wav", "not_audio.mp3",
+                                                 "silent.flac"]  # fmt: skip
+
+
 def test_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["pretrain", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r1")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -274,13 +274,34 @@ def _aux_losses(cfg: Config) -> list[str]:
     return [col for col, weight in terms.items() if weight > 0]
 
 
-def _write_skipped(path: Path, bad_files: dict[str, str]) -> None:
-    """One 'file<TAB>reason' line per skipped file, and a summary that counts them by kind of failure (the reason
-    before any detail in brackets), so that a corpus with thousands of corrupt files prints one short line."""
-    path.write_text("".join(f"{f}\t{why}\n" for f, why in sorted(bad_files.items())))
+SKIPPED_FILES = "skipped_files.txt"
+
+
+def _read_skipped(run_dir: Path) -> dict[str, str]:
+    """The files an earlier part of a resumed run skipped (``RUN/skipped_files.txt``), path -> reason."""
+    path = run_dir / SKIPPED_FILES
+    if not path.is_file():
+        return {}
+    return dict(line.split("\t", 1) if "\t" in line else (line, "") for line in path.read_text().splitlines() if line)
+
+
+def _record_skipped(run_dir: Path, bad_files: dict[str, str], info: DistInfo) -> dict[str, str]:
+    """Every rank's skipped files, merged (a collective: every rank calls it at the same step); the main rank
+    rewrites ``RUN/skipped_files.txt``, one 'file<TAB>reason' line each, so a crash loses none of them."""
+    merged = {path: why for rank_files in all_gather_objects(bad_files, info) for path, why in rank_files.items()}
+    if info.is_main and merged:
+        f = run_dir / SKIPPED_FILES
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text("".join(f"{path}\t{why}\n" for path, why in sorted(merged.items())))
+        tmp.replace(f)
+    return merged
+
+
+def _skipped_summary(bad_files: dict[str, str]) -> str:
+    """Counts by kind of failure (the reason before any detail in brackets): one short line even when a corpus
+    has thousands of corrupt files."""
     kinds = Counter(why.split(" (", 1)[0] for why in bad_files.values())
-    print(f"skipped {len(bad_files)} unusable files ({', '.join(f'{k}: {n}' for k, n in kinds.most_common())}); "
-          f"list in {path}")  # fmt: skip
+    return f"skipped {len(bad_files)} unusable files ({', '.join(f'{k}: {n}' for k, n in kinds.most_common())})"
 
 
 def _read_step(run: _Run, batches: Iterator, slots: list[int], info: DistInfo, bad_files: dict[str, str]):
@@ -430,7 +451,7 @@ def _pretrain(
     else:
         loader = build_loader(run.files, *where, pin_memory=pin)
     batches = iter(loader)
-    bad_files: dict[str, str] = {}  # path -> why it was skipped (this rank)
+    bad_files = _read_skipped(run_dir) if info.is_main and run.resumed else {}  # path -> why it was skipped (this rank)
     window: dict[str, float] = Counter()
     bad_steps, last_loss = 0, float("nan")
     slots = [info.rank + i * info.world for i in range(run.micro)]  # this rank's examples in the global batch
@@ -501,15 +522,16 @@ def _pretrain(
                 logger.log({"step": step, **probed})
             if step % tc.ckpt_every == 0 or step == end or stop_now:
                 _save(run, run_dir, step, run.position, info)
+                bad_files = _record_skipped(run_dir, bad_files, info)
             if stop_now:
                 if info.is_main:
                     tqdm.write(f"stop requested: checkpoint saved at step {step}; continue with --resume")
                 break
     bar.close()
-    bad_files = {path: why for rank_files in all_gather_objects(bad_files, info) for path, why in rank_files.items()}
+    bad_files = _record_skipped(run_dir, bad_files, info)
     if info.is_main:
         if bad_files:
-            _write_skipped(run_dir / "skipped_files.txt", bad_files)
+            print(f"{_skipped_summary(bad_files)}; list in {run_dir / SKIPPED_FILES}")
         summary = {"step": run.step, "last_loss": last_loss, "elapsed_s": time.time() - t0, "skipped_files": len(bad_files)}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if logger:
