@@ -739,6 +739,12 @@ def test_lifter_codes_follow_the_envelope_and_ignore_the_harmonics():
     assert "lifter12" not in model.state_dict()  # rebuilt from the config, not stored
     with pytest.raises(ConfigError, match="2 entries for 3 codebooks"):
         QuantizerConfig(num_codebooks=3, codebook_lifters=(0, 12)).validate()
+    # one setting for all codebooks beside a per-codebook one would be silently ignored: refused instead
+    with pytest.raises(ConfigError, match="quantizer.lifter=12 is ignored"):
+        QuantizerConfig(num_codebooks=2, codebook_lifters=(0, 12), lifter=12).validate()
+    with pytest.raises(ConfigError, match="quantizer.norm=global is ignored"):
+        QuantizerConfig(num_codebooks=2, codebook_norms=("patch", "clip"), norm="global").validate()
+    QuantizerConfig(num_codebooks=2, codebook_lifters=(0, 12), codebook_norms=("patch", "clip")).validate()
     with pytest.raises(ConfigError, match="lifters must be >= 0"):
         QuantizerConfig(lifter=-1).validate()
     with pytest.raises(ConfigError, match="not to a teacher"):

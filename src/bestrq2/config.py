@@ -290,9 +290,21 @@ class QuantizerConfig:
         _check(self.teacher_layer >= -1, "quantizer.teacher_layer must be -1 (the final output) or a block index >= 0")
         _check(self.window >= 1 and self.window % 2 == 1, "quantizer.window must be odd and >= 1")
         _check(self.window == 1 or not self.teacher, "quantizer.window applies to patches, not to a teacher's features")
+        # a single setting beside a per-codebook one would be ignored without a word
+        _check(
+            not (self.codebook_lifters and self.lifter),
+            f"quantizer.lifter={self.lifter} is ignored while quantizer.codebook_lifters={list(self.codebook_lifters)} "
+            "is set: give one lifter per codebook there, or clear it (quantizer.codebook_lifters=)",
+        )
+        _check(
+            not (self.codebook_norms and self.norm != "patch"),
+            f"quantizer.norm={self.norm} is ignored while quantizer.codebook_norms={list(self.codebook_norms)} "
+            "is set: give one norm per codebook there, or clear it (quantizer.codebook_norms=)",
+        )
         _check(
             not self.codebook_lifters or len(self.codebook_lifters) == self.num_codebooks,
-            f"quantizer.codebook_lifters has {len(self.codebook_lifters)} entries for {self.num_codebooks} codebooks",
+            f"quantizer.codebook_lifters has {len(self.codebook_lifters)} entries for {self.num_codebooks} codebooks "
+            "(one lifter per codebook, e.g. quantizer.codebook_lifters=0,0,12,12 for 4)",
         )
         _check(min(self.lifters) >= 0, "quantizer lifters must be >= 0 (0: off)")
         _check(
