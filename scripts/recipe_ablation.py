@@ -205,6 +205,10 @@ VARIANTS["t8+cep4w384"] = VARIANTS["t8+cep4"] + ["encoder.width=384", "encoder.h
 # stop 34: 3 of 32 tokens visible per 5 s crop instead of 5-8: each visible token has to carry more of what the
 # clip sounds like for the predictor to fill the rest (a pressure towards clip-level content in every token)
 VARIANTS["t8+rawlift12mask90"] = VARIANTS["t8+rawlift12"] + ["mask.ratio_min=0.88", "mask.ratio_max=0.92"]
+# stop 34: how close to the identity the blocks start (LayerScale's initial value; the preset's 0.1 was only ever
+# compared with none). Smaller keeps the random projection longer, larger lets the blocks transform the patch sooner
+VARIANTS["t8+rawlift12ls001"] = VARIANTS["t8+rawlift12"] + ["encoder.layer_scale=0.01"]
+VARIANTS["t8+rawlift12ls03"] = VARIANTS["t8+rawlift12"] + ["encoder.layer_scale=0.3"]
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]
