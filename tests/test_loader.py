@@ -75,6 +75,17 @@ def test_load_audio_gives_libsndfiles_floats(tmp_path, fmt, channels, subtype):
     np.testing.assert_array_equal(load_audio(path, 16000, 8000, np.random.default_rng(5)), ref[start : start + 8000])
 
 
+def test_unusable_files_say_why(tmp_path):
+    """A missing file and a corrupt one are told apart (libsndfile says only "System error." for the first)."""
+    from bestrq2.data.audio import AudioError
+
+    with pytest.raises(AudioError, match="missing"):
+        load_audio(tmp_path / "gone.wav", 16000)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    with pytest.raises(AudioError, match=r"unreadable \(LibsndfileError"):
+        load_audio(tmp_path / "bad.wav", 16000)
+
+
 @pytest.mark.parametrize("fmt,subtype,rate", [("FLAC", "PCM_16", 16000), ("FLAC", "PCM_24", 16000), ("WAV", "PCM_16", 22050)])
 def test_decode_cache_gives_the_same_crops(tmp_path, fmt, subtype, rate):
     """With a decode cache the file is decoded once; every crop (and the whole file) is bit-identical to

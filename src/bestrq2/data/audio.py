@@ -63,6 +63,8 @@ def load_audio(
     except AudioError:
         raise
     except Exception as e:  # soundfile raises several types for corrupt or unknown files
+        if not Path(path).exists():  # libsndfile says only "System error." for a missing file
+            raise AudioError(path, "missing (no such file)") from e
         raise AudioError(path, f"unreadable ({type(e).__name__}: {str(e)[:120]})") from e
     if data.shape[0] == 0:
         raise AudioError(path, "empty")
