@@ -123,6 +123,13 @@ def recorded_data(run_dir: str | Path) -> str:
     return json.loads(f.read_text())["source"]
 
 
+def _write_text(path: Path, text: str) -> None:
+    """Write beside ``path``, then rename over it: a crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def _record_data(run_dir: Path, data: Path, info: DistInfo) -> None:
     if not info.is_main:
         return
@@ -131,9 +138,7 @@ def _record_data(run_dir: Path, data: Path, info: DistInfo) -> None:
     if f.is_file() and (old := json.loads(f.read_text())["source"]) != source:
         print(f"note: {run_dir} was started on {old}; continuing on {source}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"source": source}, indent=1))
-    tmp.replace(f)
+    _write_text(f, json.dumps({"source": source}, indent=1))
 
 
 def pretrain(
@@ -290,10 +295,7 @@ def _record_skipped(run_dir: Path, bad_files: dict[str, str], info: DistInfo) ->
     rewrites ``RUN/skipped_files.txt``, one 'file<TAB>reason' line each, so a crash loses none of them."""
     merged = {path: why for rank_files in all_gather_objects(bad_files, info) for path, why in rank_files.items()}
     if info.is_main and merged:
-        f = run_dir / SKIPPED_FILES
-        tmp = f.with_suffix(".tmp")
-        tmp.write_text("".join(f"{path}\t{why}\n" for path, why in sorted(merged.items())))
-        tmp.replace(f)
+        _write_text(run_dir / SKIPPED_FILES, "".join(f"{path}\t{why}\n" for path, why in sorted(merged.items())))
     return merged
 
 
@@ -527,8 +529,7 @@ def _pretrain(
                 if info.is_main:
                     tqdm.write(f"stop requested: checkpoint saved at step {step}; continue with --resume")
                 break
-    bar.close()
-    bad_files = _record_skipped(run_dir, bad_files, info)
+    bar.close()  # the last step checkpointed, so bad_files is already every rank's, and written
     if info.is_main:
         if bad_files:
             print(f"{_skipped_summary(bad_files)}; list in {run_dir / SKIPPED_FILES}")
