@@ -209,6 +209,10 @@ VARIANTS["t8+rawlift12mask90"] = VARIANTS["t8+rawlift12"] + ["mask.ratio_min=0.8
 # compared with none). Smaller keeps the random projection longer, larger lets the blocks transform the patch sooner
 VARIANTS["t8+rawlift12ls001"] = VARIANTS["t8+rawlift12"] + ["encoder.layer_scale=0.01"]
 VARIANTS["t8+rawlift12ls03"] = VARIANTS["t8+rawlift12"] + ["encoder.layer_scale=0.3"]
+# stop 35: is it the codes or masked prediction itself? MAE's target (each masked patch, normalised over its own
+# values, regressed by a linear head on the predictor) instead of the codes, and beside them
+VARIANTS["t8+mae"] = VARIANTS["t8+rawlift12"] + ["predictor.code_weight=0", "predictor.regress_weight=1"]
+VARIANTS["t8+rawlift12mae"] = VARIANTS["t8+rawlift12"] + ["predictor.regress_weight=1"]
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]

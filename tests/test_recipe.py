@@ -545,6 +545,39 @@ def test_clip_head_predicts_every_masked_code_from_the_mean_of_the_real_visible_
     assert_extra_term(model, cfg, "clip_heads", out["clip_loss"], out["loss"], (wav, lengths, masks), tmp_path)
 
 
+def test_patch_regression_scores_each_real_masked_patch_normalised_over_its_own_values(tmp_path):
+    """predictor.regress_weight: a linear head on the predictor's output at every real masked slot regresses
+    that slot's dB patch, normalised to zero mean and unit variance over its values (MAE's target); the total is
+    the code loss plus the weighted term; predictor.code_weight=0 leaves the regression alone; the head is
+    left out of the export."""
+    assert build_objective(full_band()).regress_head is None
+    for bad in ({"predictor__regress_weight": -1.0}, {"predictor__code_weight": -1.0}, {"predictor__code_weight": 0.0}):
+        with pytest.raises(ConfigError, match="weight"):
+            full_band(**bad).validate()
+    cfg = full_band(predictor__regress_weight=0.5).validate()
+    model = build_objective(cfg).eval()
+    seen = {}
+    model.predictor.register_forward_hook(lambda m, i, o: seen.update(hidden=o.detach()))
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, SR])
+    masks = sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0))
+    assert masks.mask_pad.any(), "the short clip pads masked slots, which must not be scored"
+    out = model(wav, lengths, masks)
+    raw = model.frontend(wav, lengths)["raw"]
+    preds, targets = [], []
+    for b in range(2):
+        for m, slot in enumerate(masks.ids_mask[b].tolist()):
+            if not masks.mask_pad[b, m]:
+                patch = raw[b, slot]
+                targets.append((patch - patch.mean()) / (patch.std() + 1e-5))
+                preds.append(model.regress_head(seen["hidden"][b, m]))
+    torch.testing.assert_close(out["regress_loss"], F.mse_loss(torch.stack(preds), torch.stack(targets)))
+    assert_extra_term(model, cfg, "regress_head", out["regress_loss"], out["loss"], (wav, lengths, masks), tmp_path)
+    alone = build_objective(full_band(predictor__regress_weight=1.0, predictor__code_weight=0.0).validate()).eval()
+    out = alone(wav, lengths, masks)
+    torch.testing.assert_close(out["loss"], out["regress_loss"])
+    assert out["code_loss"] > 0, "the code loss is still logged, with no weight"
+
+
 def test_view_contrast_loss_rewards_views_that_find_their_own_clip():
     z = torch.randn(4, 16)
     same = torch.cat([z, z])  # two identical views of each of 4 clips, repeat-major

@@ -192,11 +192,25 @@ class PredictorConfig:
     accumulation steps, and needs at least 2 clips per micro-batch. The projector is dropped with the predictor."""
     contrast_temperature: float = 0.1
     """Softmax temperature of the contrastive term."""
+    regress_weight: float = 0.0
+    """Weight of a masked-patch regression beside the codes (0: off, the paper): a linear head on the
+    predictor's output regresses each masked patch, normalised to zero mean and unit variance over its own
+    values (MAE's normalised-pixel target, as Audio-MAE and MSM-MAE regress log-mel patches). With
+    ``code_weight=0`` it replaces the codes: a diagnosis of whether the codes or masked prediction itself
+    limit what the encoder learns (results/recipe/README.md). The head is dropped with the predictor."""
+    code_weight: float = 1.0
+    """Weight of the code prediction (BEST-RQ's loss); 0 only beside a regression (``regress_weight > 0``)."""
 
     def validate(self) -> None:
         _check(self.clip_weight >= 0, "predictor.clip_weight must be >= 0 (0 = off)")
         _check(self.contrast_weight >= 0, "predictor.contrast_weight must be >= 0 (0 = off)")
         _check(self.contrast_temperature > 0, "predictor.contrast_temperature must be > 0")
+        _check(self.regress_weight >= 0, "predictor.regress_weight must be >= 0 (0 = off)")
+        _check(self.code_weight >= 0, "predictor.code_weight must be >= 0")
+        _check(
+            self.code_weight > 0 or self.regress_weight > 0,
+            "predictor.code_weight=0 leaves no loss: set predictor.regress_weight > 0 beside it",
+        )
         _check(self.width % self.heads == 0, "predictor.width must be divisible by predictor.heads")
         _check(self.width % 4 == 0, "predictor.width must be a multiple of 4")
         _check(self.depth >= 1, "predictor.depth must be >= 1")

@@ -70,9 +70,10 @@ def build_bestrq2(cfg: Config) -> BestRQ2:
     heads = _code_heads(cfg, cfg.predictor.width)
     pc = cfg.predictor
     projector = ViewProjector(cfg.encoder.width) if pc.contrast_weight > 0 else None
+    regress_head = nn.Linear(pc.width, fe.patch_dim) if pc.regress_weight > 0 else None
     return BestRQ2(
         Frontend(fe), encoder, predictor, quantizer, heads, _weight_ema(cfg, encoder), clip_heads, pc.clip_weight,
-        projector, (pc.contrast_weight, pc.contrast_temperature),
+        projector, (pc.contrast_weight, pc.contrast_temperature), regress_head, (pc.code_weight, pc.regress_weight),
     )  # fmt: skip
 
 

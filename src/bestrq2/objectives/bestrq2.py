@@ -3,7 +3,8 @@
 forward: waveform -> frontend -> quantizer codes of the masked raw patches (targets)
          encoder(visible patches) -> predictor(+ mask tokens) -> one linear head per codebook
          -> cross-entropy on real (non-padding) masked patches only.
-Optionally (``predictor.clip_weight``) a clip head predicts the same codes from the mean of the
+Optionally (``predictor.regress_weight``) a linear head also regresses each masked patch (MAE's target);
+(``predictor.clip_weight``) a clip head predicts the same codes from the mean of the
 encoder's visible outputs over its real tokens, with no position; and (``predictor.contrast_weight``,
 with ``mask.repeats`` >= 2) that mean, projected, has to pick out the same clip's other views (InfoNCE).
 The frontend, encoder, predictor and quantizer are built outside and passed in.
@@ -58,6 +59,13 @@ class CodeHeads(nn.Module):
         return torch.stack([head(h) for head in self.heads], dim=-2)
 
 
+def patch_regression_loss(pred: Tensor, patches: Tensor) -> Tensor:
+    """pred, patches [n, P] -> mean squared error against each patch normalised over its own values
+    (MAE's normalised-pixel target)."""
+    target = (patches - patches.mean(-1, keepdim=True)) / (patches.std(-1, keepdim=True) + 1e-5)
+    return F.mse_loss(pred.float(), target.float())
+
+
 def code_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     """logits [n, C, V], targets [n, C] -> mean cross-entropy over codebooks, accuracy."""
     loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
@@ -78,6 +86,8 @@ class BestRQ2(nn.Module):
         clip_weight: float = 0.0,
         projector: ViewProjector | None = None,
         contrast: tuple[float, float] = (0.0, 0.1),
+        regress_head: nn.Linear | None = None,
+        weights: tuple[float, float] = (1.0, 0.0),
     ):
         super().__init__()
         self.frontend = frontend
@@ -90,6 +100,8 @@ class BestRQ2(nn.Module):
         self.clip_weight = clip_weight
         self.projector = projector  # optional contrastive term across a clip's masks (predictor.contrast_weight)
         self.contrast_weight, self.contrast_temperature = contrast
+        self.regress_head = regress_head  # optional masked-patch regression (predictor.regress_weight)
+        self.code_weight, self.regress_weight = weights
 
     def update_target(self, step: int) -> None:
         """After optimiser step ``step``: move the weight average (if any) towards the encoder."""
@@ -105,9 +117,16 @@ class BestRQ2(nn.Module):
         keep_pad = masks.keep_pad if masks.any_padding else None
         context = self.encoder(feats["patches"], grid, ids=masks.ids_keep, padding=keep_pad)  # [B, K, D]
         hidden = self.predictor(context, masks, grid)  # [B, M, W]
-        logits = self.heads(real_rows(hidden, masks))  # [n, C, V]
-        loss, acc = code_loss(logits, targets)
-        out = {"loss": loss, "acc": acc, "targets": targets.detach()}
+        hidden = real_rows(hidden, masks)  # [n, W]
+        code, acc = code_loss(self.heads(hidden), targets)  # heads: [n, C, V]
+        out = {"loss": self.code_weight * code, "acc": acc, "targets": targets.detach()}
+        if self.code_weight != 1.0:
+            out["code_loss"] = code.detach()
+        if self.regress_head is not None:
+            patches = real_rows(gather_rows(feats["raw"], masks.ids_mask), masks)  # [n, P] dB
+            regress = patch_regression_loss(self.regress_head(hidden), patches)
+            out["loss"] = out["loss"] + self.regress_weight * regress
+            out["regress_loss"] = regress.detach()
         if self.clip_heads is not None:
             logp = self.clip_heads(clip_mean(context, keep_pad)[:, 0]).float().log_softmax(-1)  # [B, C, V]
             B, M = masks.ids_mask.shape

@@ -275,8 +275,10 @@ def _aux_losses(cfg: Config) -> list[str]:
     """The log columns of a two-step run's optional extra loss terms that are switched on."""
     if cfg.method != "bestrq2":
         return []
-    terms = {"clip_loss": cfg.predictor.clip_weight, "contrast_loss": cfg.predictor.contrast_weight}
-    return [col for col, weight in terms.items() if weight > 0]
+    pc = cfg.predictor
+    terms = {"clip_loss": pc.clip_weight, "contrast_loss": pc.contrast_weight, "regress_loss": pc.regress_weight}
+    cols = [col for col, weight in terms.items() if weight > 0]
+    return cols + (["code_loss"] if pc.code_weight != 1.0 else [])
 
 
 SKIPPED_FILES = "skipped_files.txt"
