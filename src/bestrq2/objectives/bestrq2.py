@@ -3,10 +3,11 @@
 forward: waveform -> frontend -> quantizer codes of the masked raw patches (targets)
          encoder(visible patches) -> predictor(+ mask tokens) -> one linear head per codebook
          -> cross-entropy on real (non-padding) masked patches only.
-Optionally (``predictor.regress_weight``) a linear head also regresses each masked patch (MAE's target);
-(``predictor.clip_weight``) a clip head predicts the same codes from the mean of the
-encoder's visible outputs over its real tokens, with no position; and (``predictor.contrast_weight``,
-with ``mask.repeats`` >= 2) that mean, projected, has to pick out the same clip's other views (InfoNCE).
+Optional extra terms: (``predictor.regress_weight``) a linear head on the predictor also regresses each
+masked patch (MAE's target; ``predictor.code_weight=0`` drops the codes); (``predictor.clip_weight``) a clip
+head predicts the same codes from the mean of the encoder's visible outputs over its real tokens, with no
+position; and (``predictor.contrast_weight``, with ``mask.repeats`` >= 2) that mean, projected, has to pick
+out the same clip's other views (InfoNCE).
 The frontend, encoder, predictor and quantizer are built outside and passed in.
 """
 
