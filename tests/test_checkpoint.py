@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from bestrq2.cli import main as cli_main
 from bestrq2.export import export, load_encoder
 from bestrq2.training.checkpoint import (
+    UnreadableCheckpointError,
     UnsafeCheckpointError,
     atomic_save,
     checkpoint_path,
@@ -41,6 +43,19 @@ def test_hostile_checkpoint_is_refused_and_runs_nothing(tmp_path, micro_export):
         with pytest.raises(UnsafeCheckpointError, match="refusing to load .*system"):
             load()
     assert not marker.exists()
+
+
+def test_a_file_that_is_no_checkpoint_is_a_clear_error(tmp_path, micro_export, capsys):
+    """Text, a truncated checkpoint and garbage all fail with one message naming the file, not a parser's traceback."""
+    good = checkpoint_path(micro_export.parent / "run").read_bytes()
+    files = {"notes.wav": b"not a checkpoint\n" * 20, "truncated.pt": good[: len(good) // 2], "garbage.pt": b"x\n"}
+    for name, body in files.items():
+        (tmp_path / name).write_bytes(body)
+        with pytest.raises(UnreadableCheckpointError, match=f"{name} is not a readable checkpoint"):
+            load_checkpoint(tmp_path / name)
+    assert cli_main(["export", str(tmp_path / "truncated.pt"), "--out", str(tmp_path / "x")]) == 2
+    assert "truncated.pt is not a readable checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_checkpoints_hold_plain_state_only(micro_export):

@@ -148,3 +148,31 @@ def test_crop_dataset_with_a_decode_cache_yields_the_same_clips(tmp_path):
     for key in [(0, 0), (0, 1), (0, 2), (1, 2), (3, 1)]:
         np.testing.assert_array_equal(cached[key]["wav"], plain[key]["wav"])
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 3
+
+
+def test_crops_do_not_depend_on_which_bad_files_a_worker_already_met(real_corpus, tmp_path):
+    """A file with non-finite samples in one stretch fails some crops and not others; a worker's memory of
+    unusable files (empty on resume, different per worker) must not change what any key reads."""
+    from bestrq2.data import list_audio
+    from bestrq2.data.files import CropDataset
+
+    good = list_audio(real_corpus)[:3]
+    files = [*good, tmp_path / "nan.wav", tmp_path / "empty.wav", tmp_path / "text.wav"]
+    nan = np.random.default_rng(0).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    nan[4000:4100] = np.nan  # 0.25 s in: about half of the 2.5 s crops hold it
+    sf.write(files[3], nan, 16000, subtype="FLOAT")
+    files[4].write_bytes(b"")
+    files[5].write_text("not audio\n" * 20)
+    keys = [(epoch, i) for epoch in range(8) for i in range(len(files))]
+    forward = CropDataset(files, DataConfig(crop_seconds=2.5), 16000, seed=3)
+    backward = CropDataset(files, DataConfig(crop_seconds=2.5), 16000, seed=3)
+    a = {k: forward[k] for k in keys}
+    b = {k: backward[k] for k in reversed(keys)}
+    for k in keys:
+        np.testing.assert_array_equal(a[k]["wav"], b[k]["wav"])
+        assert a[k]["skipped"] == b[k]["skipped"]
+    reasons = {str(p): why for sample in a.values() for p, why in sample["skipped"]}
+    assert reasons[str(files[3])] == "non-finite samples" and reasons[str(files[4])] == "empty (0 bytes)"
+    assert str(files[3]) not in forward._bad, "a crop's failure is not remembered as the file's"
+    used = [k for k in keys if k[1] == 3 and not a[k]["skipped"]]
+    assert used, "some crops of the file with a non-finite stretch are usable"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from bestrq2.cli import STOPPED
 from bestrq2.cli import main as cli_main
 from bestrq2.config import Config
 from bestrq2.data import list_audio
@@ -117,6 +119,29 @@ def test_skipped_files_are_written_at_each_checkpoint_and_kept_on_resume(real_co
                                                  "silent.flac"]  # fmt: skip
 
 
+def test_resume_is_exact_when_files_are_skipped(real_corpus, tmp_path):
+    """A resumed run starts with no list of known-bad files in its loader, and still reads the same crops."""
+    folder = _bad_folder(real_corpus, tmp_path)
+    cfg = micro_config(train__max_steps=6, train__ckpt_every=3, train__log_every=1, data__crop_seconds=2.5)
+    pretrain(cfg, folder, tmp_path / "straight", progress=False, tensorboard=False)
+    pretrain(cfg, folder, tmp_path / "split", stop_after=3, progress=False, tensorboard=False)
+    pretrain(cfg, folder, tmp_path / "split", resume=True, progress=False, tensorboard=False)
+    a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "split")
+    np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-5)
+    assert [r["skipped_files"] for r in b] == [r["skipped_files"] for r in a]
+
+
+def test_a_relative_data_path_keys_skipped_files_alike_on_resume(real_corpus, tmp_path, monkeypatch, capsys):
+    _bad_folder(real_corpus, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cfg = micro_config(train__max_steps=4, train__ckpt_every=2, data__crop_seconds=2.5)
+    pretrain(cfg, "mixed", "run", stop_after=2, progress=False, tensorboard=False)
+    pretrain(cfg, None, "run", resume=True, progress=False, tensorboard=False)
+    listed = [line.split("\t")[0] for line in (tmp_path / "run" / "skipped_files.txt").read_text().splitlines()]
+    assert len(listed) == len(set(listed)) == 5 and all(Path(f).is_absolute() for f in listed)
+    assert "skipped 5 unusable files" in capsys.readouterr().out
+
+
 def test_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["pretrain", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r1")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -174,11 +199,12 @@ def test_sigterm_to_the_whole_job_saves_a_checkpoint(real_corpus, tmp_path):
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-3000:]
-    assert "stop requested" in out
+    assert proc.returncode == STOPPED, out[-3000:]  # not 0: a chained `&& bestrq2 export` must not go on
+    assert "stop requested" in out and "--resume" in out and "done:" not in out
     step = load_checkpoint(run)["step"]
     assert step >= 3
     assert len(read_log(run)) == step
+    assert json.loads((run / "summary.json").read_text())["stopped"] is True
 
 
 def test_resume_without_data_uses_the_recorded_source(real_corpus, tmp_path, monkeypatch):
@@ -194,3 +220,17 @@ def test_resume_without_data_uses_the_recorded_source(real_corpus, tmp_path, mon
     assert load_checkpoint(run)["step"] == 4
     with pytest.raises(FileNotFoundError, match="records no data source"):
         recorded_data(tmp_path)
+
+
+def test_resume_names_what_it_ignores_and_refuses_a_missing_run(real_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["pretrain", "--data", str(real_corpus), "--no-progress", "--set", "data.crop_seconds=2.5",
+            "--set", "encoder.depth=1", "--batch-size", "4"]  # fmt: skip
+    assert cli_main([*base, "--out", str(run), "--max-steps", "2"]) == 0
+    assert cli_main(["pretrain", "--out", str(run), "--resume", "--no-progress", "--max-steps", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "ignored: train.max_steps=5 (run: 2)" in out and "done: step 2" in out
+    assert cli_main(["pretrain", "--out", str(tmp_path / "typo"), "--resume"]) == 2
+    assert "nothing to resume in" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+    assert cli_main([*base, "--out", str(tmp_path / "new"), "--resume", "--max-steps", "1"]) == 0
+    assert "no checkpoint in" in capsys.readouterr().out

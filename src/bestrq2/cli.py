@@ -10,9 +10,14 @@ from pathlib import Path
 from bestrq2.config import PRESETS, Config, ConfigError, apply_override, get_preset
 from bestrq2.evaluation.cli import add_commands as add_eval_commands
 
+STOPPED = 75
+"""Exit status of a pretraining stopped by SIGTERM / SIGINT after saving its checkpoint (EX_TEMPFAIL: run it
+again with --resume)."""
 
-def _config_from_args(args: argparse.Namespace) -> Config:
-    cfg = get_preset(args.preset)
+
+def _config_from_args(args: argparse.Namespace, start: Config | None = None) -> Config:
+    """The preset (or ``--config``, or ``start``: a resumed run's own config) with the command line's settings."""
+    cfg = start or get_preset(args.preset)
     if getattr(args, "config", None):
         cfg = Config.from_dict(json.loads(Path(args.config).read_text()))
     if getattr(args, "method", None):
@@ -48,17 +53,22 @@ def _default_data() -> str:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from bestrq2.evaluation.online import OnlineProbe
-    from bestrq2.training.loop import pretrain
+    from bestrq2.training.loop import DATA_FILE, pretrain
 
-    cfg = _config_from_args(args)
-    from bestrq2.training.loop import DATA_FILE
-
+    saved = Path(args.out) / "config.json"  # on resume, the settings given are compared with the run's own
+    start = Config.from_dict(json.loads(saved.read_text())) if args.resume and saved.is_file() else None
+    cfg = _config_from_args(args, start)
     resumable = args.resume and (Path(args.out) / DATA_FILE).is_file()
+    if args.resume and not args.data and not resumable:
+        raise FileNotFoundError(f"nothing to resume in {args.out}: it holds no run (no {DATA_FILE}); check --out, or pass --data to start one")
     data = args.data or (None if resumable else _default_data())  # None: the source the run recorded
     result = pretrain(
         cfg, data, args.out, resume=args.resume, stop_after=args.stop_after, device=args.device,
         progress=not args.no_progress, probe_factory=OnlineProbe.from_config,
     )
+    if result.stopped:  # a chained `pretrain && export` must not go on with a half-trained model
+        print(f"stopped at step {result.step}: continue with `bestrq2 pretrain --out {args.out} --resume`")
+        return STOPPED
     print(f"done: step {result.step}, checkpoint in {Path(result.run_dir) / 'checkpoints'}")
     return 0
 

@@ -19,6 +19,10 @@ from bestrq2.data.decode_cache import INT16_SUBTYPES, DecodeCache
 SILENCE_PEAK = 1e-5  # about -100 dBFS
 
 
+CROP_REASONS = ("silent", "non-finite samples", "unreadable crop")
+"""Failures of one window of a file, not of the whole file: another crop of it may be fine."""
+
+
 class AudioError(Exception):
     """A file that cannot be used: corrupt, empty, too short, silent or non-finite."""
 
@@ -26,6 +30,11 @@ class AudioError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+    @property
+    def of_crop(self) -> bool:
+        """Whether the failure belongs to the window read (:data:`CROP_REASONS`) rather than to the file."""
+        return self.reason.split(" (", 1)[0] in CROP_REASONS
 
 
 def load_audio(
@@ -54,17 +63,22 @@ def load_audio(
             with sf.SoundFile(str(path)) as f:
                 sr = int(f.samplerate)
                 start, count = _window(path, int(f.frames), sr, sample_rate, crop_samples, rng, min_samples)
-                if start:
-                    f.seek(start)
                 # 16-bit and narrower PCM is read as int16 and scaled as libsndfile scales it (x / 32768):
                 # the same floats, at less decoding cost, and integers cannot be non-finite
                 integer = f.subtype in INT16_SUBTYPES
-                data = f.read(count, dtype="int16" if integer else "float32", always_2d=True)  # [n, channels]
+                try:  # the file opened: a failure now may belong to this window only (a corrupt stretch)
+                    if start:
+                        f.seek(start)
+                    data = f.read(count, dtype="int16" if integer else "float32", always_2d=True)  # [n, channels]
+                except Exception as e:
+                    raise AudioError(path, f"unreadable crop ({type(e).__name__}: {str(e)[:120]})") from e
     except AudioError:
         raise
     except Exception as e:  # soundfile raises several types for corrupt or unknown files
         if not Path(path).exists():  # libsndfile says only "System error." for a missing file
             raise AudioError(path, "missing (no such file)") from e
+        if Path(path).stat().st_size == 0:
+            raise AudioError(path, "empty (0 bytes)") from e
         raise AudioError(path, f"unreadable ({type(e).__name__}: {str(e)[:120]})") from e
     if data.shape[0] == 0:
         raise AudioError(path, "empty")

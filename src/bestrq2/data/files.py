@@ -107,24 +107,33 @@ class CropDataset(Dataset):
             self.crop, cfg.crop_attempts, cfg.max_silent_fraction, cfg.silence_db, self.sample_rate,
         )  # fmt: skip
 
+    def _attempt_rng(self, epoch: int, index: int, attempt: int) -> np.random.Generator:
+        """The crop's generator of one attempt; the first keeps the key it always had, so runs on clean
+        data crop as before."""
+        return np.random.default_rng([self.seed, epoch, index] + ([attempt] if attempt else []))
+
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        """The crop of the file at ``index``, or of a seeded replacement when it is unusable. Every attempt
+        has its own generator, the replacement is drawn whatever the failure, and only failures of the whole
+        file are remembered (not those of one crop, :attr:`AudioError.of_crop`), so the sample depends only on
+        (seed, epoch, index): not on how far a failed read got, nor on which files this worker already knows
+        to be bad. A resumed run, or one with another number of workers, reads the same."""
         epoch, index = key
-        rng = np.random.default_rng([self.seed, epoch, index])
         skipped: list[tuple[str, str]] = []
         i = index
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             path = self.files[i]
             if path in self._bad:
                 skipped.append((path, self._bad[path]))
             else:
                 try:
-                    wav, redraws = self._crop(path, rng)
+                    wav, redraws = self._crop(path, self._attempt_rng(epoch, index, attempt))
                     return {"wav": wav, "skipped": skipped, "crop_redraws": redraws}
                 except AudioError as e:
-                    if e.reason != "silent":  # a silent crop may come from a file with sound elsewhere
+                    if not e.of_crop:  # a silent or non-finite crop may come from a file that is fine elsewhere
                         self._bad[path] = e.reason
                     skipped.append((path, e.reason))
-            i = int(rng.integers(len(self.files)))
+            i = int(np.random.default_rng([self.seed, epoch, index, attempt, 1]).integers(len(self.files)))
         raise RuntimeError(
             f"{MAX_ATTEMPTS} unusable files in a row (last: {skipped[-1][0]}: {skipped[-1][1]}); "
             "is the data folder mostly corrupt or silent?"

@@ -24,6 +24,10 @@ class UnsafeCheckpointError(ValueError):
     """The file holds objects that only a full unpickler can build (and that could run code)."""
 
 
+class UnreadableCheckpointError(ValueError):
+    """The file is not a PyTorch checkpoint at all, or a truncated one."""
+
+
 def checkpoint_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints" / CKPT_NAME
 
@@ -87,9 +91,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:  # not a zip checkpoint at all
             found = []
+        if not found and "global" not in str(e).lower():  # no object to refuse: the pickle itself is garbage
+            raise UnreadableCheckpointError(f"{path} is not a readable checkpoint (not written by torch.save)") from None
         what = f" ({', '.join(found)})" if found else ""
         raise UnsafeCheckpointError(
             f"refusing to load {path}: it holds objects other than tensors and plain containers{what}, and "
             "unpickling them could run code. bestrq2 checkpoints never do; if you wrote this file yourself "
             f"and trust it, convert it with torch.load(weights_only=False) and save plain state. ({e.__class__.__name__})"
+        ) from None
+    except Exception as e:  # torch.load's parsers raise RuntimeError, KeyError, EOFError ... for a file that is not one
+        raise UnreadableCheckpointError(
+            f"{path} is not a readable checkpoint (truncated, or not written by torch.save): {type(e).__name__}: {str(e)[:120]}"
         ) from None

@@ -72,6 +72,8 @@ class TrainResult:
     step: int
     run_dir: Path
     last_loss: float
+    stopped: bool = False
+    """Stopped early by SIGTERM / SIGINT (on any rank), with a checkpoint to resume from."""
 
 
 class _StopFlag:
@@ -123,6 +125,19 @@ def recorded_data(run_dir: str | Path) -> str:
     return json.loads(f.read_text())["source"]
 
 
+def _config_changes(saved: Config, given: Config) -> str:
+    """'section.field=given (run: saved)' for every setting in which ``given`` differs from the run's config."""
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(saved.to_dict()), flat(given.to_dict())
+    return ", ".join(f"{k}={b.get(k)!r} (run: {a.get(k)!r})" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k))
+
+
 def _write_text(path: Path, text: str) -> None:
     """Write beside ``path``, then rename over it: a crash leaves the old file or the new one, never half of one."""
     tmp = path.with_suffix(".tmp")
@@ -158,12 +173,13 @@ def pretrain(
     ``probe_factory(cfg)`` builds the online probe that ``train.probe_every`` / ``train.probe_suite`` ask
     for (``bestrq2.evaluation.online.OnlineProbe.from_config``; the ``bestrq2 pretrain`` command passes
     it: training does not import the evaluation package)."""
-    if data is None:
-        data = recorded_data(run_dir)
+    data = Path(recorded_data(run_dir) if data is None else data)
+    if data.exists():  # one spelling of every file's path, whatever the working folder: skipped files stay keyed alike on resume
+        data = data.resolve()
     info = init_distributed(device)
     finished = False
     try:
-        result = _pretrain(cfg, Path(data), Path(run_dir), resume, stop_after, info, progress, tensorboard, probe_factory)
+        result = _pretrain(cfg, data, Path(run_dir), resume, stop_after, info, progress, tensorboard, probe_factory)
         finished = True
         return result
     finally:
@@ -202,8 +218,12 @@ def _set_up(cfg: Config, data: Path, run_dir: Path, resume: bool, info: DistInfo
         saved = Config.from_dict(ckpt["config"])
         saved.parallel = cfg.parallel  # how to run may change on resume; what to compute may not
         if info.is_main and saved != cfg:
-            print(f"resuming {run_dir}: using the run's saved config (command-line settings other than parallel.* are ignored)")
+            ignored = _config_changes(saved, cfg)
+            print(f"resuming {run_dir}: using the run's saved config; ignored: {ignored} (only parallel.* may change "
+                  "on resume; to train longer, start a new run from this one's export or checkpoint)")  # fmt: skip
         cfg = saved
+    elif resume and info.is_main:
+        print(f"note: no checkpoint in {run_dir}: starting a new run")
     cfg.validate()
     tc = cfg.train
     per_rank = tc.batch_size // info.world
@@ -457,7 +477,7 @@ def _pretrain(
     batches = iter(loader)
     bad_files = _read_skipped(run_dir) if info.is_main and run.resumed else {}  # path -> why it was skipped (this rank)
     window: dict[str, float] = Counter()
-    bad_steps, last_loss = 0, float("nan")
+    bad_steps, last_loss, stop_now = 0, float("nan"), False
     slots = [info.rank + i * info.world for i in range(run.micro)]  # this rank's examples in the global batch
     t0 = t_log = time.time()
     bar = tqdm(total=end, initial=run.step, disable=not (progress and info.is_main), dynamic_ncols=True, desc="pretrain")
@@ -535,8 +555,9 @@ def _pretrain(
     if info.is_main:
         if bad_files:
             print(f"{_skipped_summary(bad_files)}; list in {run_dir / SKIPPED_FILES}")
-        summary = {"step": run.step, "last_loss": last_loss, "elapsed_s": time.time() - t0, "skipped_files": len(bad_files)}
+        summary = {"step": run.step, "last_loss": last_loss, "elapsed_s": time.time() - t0, "skipped_files": len(bad_files),
+                   "stopped": stop_now}  # fmt: skip
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if logger:
         logger.close()
-    return TrainResult(run.step, run_dir, last_loss)
+    return TrainResult(run.step, run_dir, last_loss, stopped=stop_now)
