@@ -81,3 +81,15 @@ def test_legacy_numpy_rng_state_still_loads(tmp_path):
     a = np.random.rand()
     set_rng_state(state)
     assert np.random.rand() == a
+
+
+def test_checkpoints_and_exports_are_readable_as_the_umask_allows(tmp_path, micro_export):
+    """Temporary files and safetensors' writer create 0600 files; a team's shared run folder needs 0644."""
+    old = os.umask(0o022)
+    try:
+        atomic_save({"x": torch.zeros(2)}, tmp_path / "c.pt")
+        export(micro_export.parent / "run", tmp_path / "exp")
+        for f in (tmp_path / "c.pt", tmp_path / "exp" / "model.safetensors"):
+            assert f.stat().st_mode & 0o777 == 0o644, f
+    finally:
+        os.umask(old)

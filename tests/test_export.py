@@ -92,6 +92,9 @@ def test_embed_cli_writes_npz(trained_run, tmp_path):
     assert d["pooled"].shape == (3, 64) and float(d["hop_size_in_ms"]) == 625.0
     n0 = sf.info(str(files[0])).frames
     assert d["emb_0"].shape == (int(np.ceil(n0 / 10000)), 64)
+    # a folder stands for its audio files, searched recursively as pretrain --data does
+    assert cli_main(["embed", str(out), str(trained_run / "audio"), "--out", str(tmp_path / "all.npz")]) == 0
+    assert list(np.load(tmp_path / "all.npz")["paths"]) == [str(f) for f in sorted((trained_run / "audio").rglob("*.wav"))]
 
 
 def test_pretraining_masks_match_the_inference_grid():

@@ -137,9 +137,11 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    from bestrq2.data import list_audio
     from bestrq2.embed import embed_files
 
-    stats = embed_files(args.model, args.audio, args.out, args.device, args.layer)
+    paths = [f for a in args.audio for f in (list_audio(a) if Path(a).is_dir() else [a])]  # folders: their audio files
+    stats = embed_files(args.model, paths, args.out, args.device, args.layer)
     print(f"wrote {args.out}: {stats['embedded']} files embedded, {stats['skipped']} skipped")
     return 0
 
@@ -305,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="embed audio files with an exported encoder")
     p.add_argument("model", help="export folder")
-    p.add_argument("audio", nargs="+", help="audio files")
+    p.add_argument("audio", nargs="+", help="audio files or folders (searched recursively, as pretrain --data)")
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--device", default="cpu")
     p.add_argument("--layer", type=int, help="take this block's output (0-based, -1 last) instead of the final one")

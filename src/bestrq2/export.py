@@ -19,7 +19,7 @@ from bestrq2 import __version__
 from bestrq2.config import Config, ConformerConfig, EncoderConfig, FrontendConfig, _from_dict
 from bestrq2.hub import write_card
 from bestrq2.inference import BestRQ2Encoder, ConformerEncoder
-from bestrq2.training.checkpoint import checkpoint_path, load_checkpoint
+from bestrq2.training.checkpoint import checkpoint_path, load_checkpoint, readable_as_umask
 
 FORMAT = "bestrq2-encoder"
 ARCHS = ("vit", "conformer")
@@ -170,6 +170,7 @@ def save_encoder(
     meta = encoder_meta(enc, provenance)
     state = {k: v.detach().cpu().contiguous() for k, v in enc.state_dict().items()}
     save_file(state, str(out / "model.safetensors"), metadata={"format": FORMAT})
+    readable_as_umask(out / "model.safetensors")
     if onnx:
         from bestrq2.onnx_export import OPSET, export_onnx
 

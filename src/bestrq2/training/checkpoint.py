@@ -32,6 +32,25 @@ def checkpoint_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints" / CKPT_NAME
 
 
+def readable_as_umask(path: str | Path) -> None:
+    """Give ``path`` the mode an ordinary new file gets (0666 less the umask, e.g. 0644): temporary files and
+    safetensors' writer create 0600 files, which the rest of a team or a cluster's other jobs cannot read."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (setting it to read it is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename over it: a crash never
     leaves a half-written checkpoint, and the previous one survives until the new one is complete."""
@@ -43,6 +62,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        readable_as_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
