@@ -220,7 +220,8 @@ def _set_up(cfg: Config, data: Path, run_dir: Path, resume: bool, info: DistInfo
         if info.is_main and saved != cfg:
             ignored = _config_changes(saved, cfg)
             print(f"resuming {run_dir}: using the run's saved config; ignored: {ignored} (only parallel.* may change "
-                  "on resume; to train longer, start a new run from this one's export or checkpoint)")  # fmt: skip
+                  "on resume: the learning-rate schedule, the model and the data stream are the run's; for more steps "
+                  "start a new run with a larger train.max_steps)")  # fmt: skip
         cfg = saved
     elif resume and info.is_main:
         print(f"note: no checkpoint in {run_dir}: starting a new run")
