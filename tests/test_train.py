@@ -119,6 +119,18 @@ def test_skipped_files_are_written_at_each_checkpoint_and_kept_on_resume(real_co
                                                  "silent.flac"]  # fmt: skip
 
 
+def test_elapsed_time_counts_the_whole_run_across_a_resume(real_corpus, tmp_path):
+    cfg = micro_config(train__max_steps=4, train__log_every=1)
+    run = tmp_path / "run"
+    pretrain(cfg, real_corpus, run, stop_after=2, progress=False, tensorboard=False)
+    before = load_checkpoint(run)["elapsed_s"]
+    assert before > 0 and before == pytest.approx(read_log(run)[-1]["elapsed_s"], abs=1.0)
+    pretrain(cfg, real_corpus, run, resume=True, progress=False, tensorboard=False)
+    times = [r["elapsed_s"] for r in read_log(run)]
+    assert times == sorted(times) and times[2] > before, "the resumed rows go on from the first part's time"
+    assert json.loads((run / "summary.json").read_text())["elapsed_s"] >= load_checkpoint(run)["elapsed_s"] > before
+
+
 def test_resume_is_exact_when_files_are_skipped(real_corpus, tmp_path):
     """A resumed run starts with no list of known-bad files in its loader, and still reads the same crops."""
     folder = _bad_folder(real_corpus, tmp_path)

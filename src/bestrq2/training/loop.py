@@ -202,6 +202,7 @@ class _Run:
     micro: int  # examples per micro-batch on this rank
     use_bf16: bool
     resumed: bool
+    elapsed: float = 0.0  # training seconds of the steps before this part of the run (a resume's checkpoint)
 
 
 def _set_up(cfg: Config, data: Path, run_dir: Path, resume: bool, info: DistInfo) -> _Run:
@@ -266,10 +267,11 @@ def _set_up(cfg: Config, data: Path, run_dir: Path, resume: bool, info: DistInfo
             f"predictor.contrast_weight needs >= 2 clips per micro-batch (the other clips are its negatives); "
             f"batch {tc.batch_size} over {info.world} rank(s) x {tc.accum_steps} accumulation steps gives {micro}"
         )
-    return _Run(cfg, core, model, optimizer, step, position, files, shards, micro, use_bf16, ckpt is not None)
+    elapsed = float(ckpt.get("elapsed_s", 0.0)) if ckpt is not None else 0.0
+    return _Run(cfg, core, model, optimizer, step, position, files, shards, micro, use_bf16, ckpt is not None, elapsed)
 
 
-def _save(run: _Run, run_dir: Path, at_step: int, pos: tuple[int, int], info: DistInfo) -> None:
+def _save(run: _Run, run_dir: Path, at_step: int, pos: tuple[int, int], info: DistInfo, elapsed: float = 0.0) -> None:
     """Write the full-state checkpoint atomically (a collective: every rank calls it)."""
     rngs = all_gather_objects(rng_state(), info)
     sums = params_checksum(run.core, info)  # replicas must hold the same weights; a divergence is a bug
@@ -286,6 +288,7 @@ def _save(run: _Run, run_dir: Path, at_step: int, pos: tuple[int, int], info: Di
                 "data_position": list(pos),
                 "rng": rngs,
                 "world_size": info.world,
+                "elapsed_s": elapsed,  # training seconds up to this step, over every part of a resumed run
             },
             checkpoint_path(run_dir),
         )
@@ -480,7 +483,8 @@ def _pretrain(
     window: dict[str, float] = Counter()
     bad_steps, last_loss, stop_now = 0, float("nan"), False
     slots = [info.rank + i * info.world for i in range(run.micro)]  # this rank's examples in the global batch
-    t0 = t_log = time.time()
+    t_log = time.time()
+    t0 = t_log - run.elapsed  # elapsed_s counts the whole run, not only this part of it
     bar = tqdm(total=end, initial=run.step, disable=not (progress and info.is_main), dynamic_ncols=True, desc="pretrain")
     with _StopFlag() as stop, _workers_stopped(batches):
         while run.step < end:
@@ -546,7 +550,7 @@ def _pretrain(
             elif probed is not None and logger:  # a probe step between log steps: a row of its own
                 logger.log({"step": step, **probed})
             if step % tc.ckpt_every == 0 or step == end or stop_now:
-                _save(run, run_dir, step, run.position, info)
+                _save(run, run_dir, step, run.position, info, time.time() - t0)
                 bad_files = _record_skipped(run_dir, bad_files, info)
             if stop_now:
                 if info.is_main:
