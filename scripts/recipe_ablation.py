@@ -213,6 +213,8 @@ VARIANTS["t8+rawlift12ls03"] = VARIANTS["t8+rawlift12"] + ["encoder.layer_scale=
 # values, regressed by a linear head on the predictor) instead of the codes, and beside them
 VARIANTS["t8+mae"] = VARIANTS["t8+rawlift12"] + ["predictor.code_weight=0", "predictor.regress_weight=1"]
 VARIANTS["t8+rawlift12mae"] = VARIANTS["t8+rawlift12"] + ["predictor.regress_weight=1"]
+# stop 35: the whole gain is in the learned linear patch embedding; frozen at its random init, can the blocks learn it?
+VARIANTS["t8+frozenembed"] = VARIANTS["t8+rawlift12"] + ["encoder.freeze_patch_embed=true"]
 # a diagnosis, not a recipe: targets from the supervised ceiling (scripts/supervised_ceiling.py, trained with the
 # suite's labels; run it first). Do BEST-RQ-2's features follow targets whose codes carry the tasks' categories?
 VARIANTS["t8+oracle"] = TINY8 + ["quantizer.teacher=runs/ceiling/tiny-seed{seed}"]

@@ -803,3 +803,22 @@ def test_self_only_encoder_pass_reads_no_other_token():
     assert alone[0, others].abs().max() < 1e-6 and alone[0, 5].abs().max() > 1e-3
     assert full[0, others].abs().max() > 1e-3
     torch.testing.assert_close(layers[-1], enc.forward_intermediates(patches, grid, self_only=True)[0])
+
+
+def test_a_frozen_patch_embedding_stays_at_its_init_while_the_blocks_train():
+    """encoder.freeze_patch_embed: the embedding is left out of the optimiser; the rest of the encoder learns."""
+    from bestrq2.training.optim import build_optimizer
+
+    cfg = full_band(encoder__freeze_patch_embed=True).validate()
+    model = build_objective(cfg)
+    before = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
+    optimizer = build_optimizer(model, cfg.optim, torch.device("cpu"))
+    assert not any(p is model.encoder.patch_embed.weight for g in optimizer.param_groups for p in g["params"])
+    wav, lengths = torch.randn(2, 2 * SR) * 0.1, torch.tensor([2 * SR, 2 * SR])
+    model(wav, lengths, sample_batch_masks(cfg, lengths, wav.shape[1], mask_generator(0, 0, 0)))["loss"].backward()
+    optimizer.step()
+    after = model.encoder.state_dict()
+    assert torch.equal(after["patch_embed.weight"], before["patch_embed.weight"])
+    assert torch.equal(after["patch_embed.bias"], before["patch_embed.bias"])
+    assert not torch.equal(after["blocks.0.attn.qkv.weight"], before["blocks.0.attn.qkv.weight"])
+    assert build_objective(full_band()).encoder.patch_embed.weight.requires_grad

@@ -135,6 +135,10 @@ class EncoderConfig:
     layer_scale: float = 0.0
     """LayerScale: each residual branch is multiplied by a learned per-channel scale starting at this
     value, so blocks start near the identity (e.g. 1e-4); 0 = off. The predictor follows."""
+    freeze_patch_embed: bool = False
+    """Keep the patch embedding at its random init during pretraining (a diagnosis): the whole gain of `tiny` over
+    random init is already in its learned linear patch embedding (results/recipe/README.md, stop 35); frozen, any
+    gain has to come from the blocks."""
 
     def validate(self) -> None:
         _check(self.layer_scale >= 0, "encoder.layer_scale must be >= 0")

@@ -37,6 +37,7 @@ class ViTEncoder(nn.Module):
         )
         self.norm = make_norm(cfg.norm, cfg.width)
         init_weights(self)
+        self.patch_embed.requires_grad_(not cfg.freeze_patch_embed)  # frozen: left out of the optimiser
 
     def forward(
         self, patches: Tensor, grid: tuple[int, int], ids: Tensor | None = None, padding: Tensor | None = None
