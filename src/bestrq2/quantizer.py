@@ -74,7 +74,7 @@ class RandomProjectionQuantizer(nn.Module):
                 raise ValueError("quantizer norm 'clip' needs each patch's clip mean (bestrq2.quantizer.clip_mean)")
             return self.normalise(x - mean, "patch")
         if norm == "patch":
-            return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-5)
+            return standardise(x)
         if norm == "global":
             return (x - self.global_mean) / self.global_std
         return x
@@ -162,6 +162,11 @@ class RandomProjectionQuantizer(nn.Module):
         lifter and normalisation, of its band only. ``mean`` [..., input_dim]: each patch's clip mean (the 'clip'
         norm only)."""
         return self.assign(self.prepare(x, mean))
+
+
+def standardise(x: Tensor) -> Tensor:
+    """Each vector of the last axis to zero mean and unit variance over its own values (the 'patch' norm)."""
+    return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-5)
 
 
 def lifter_matrix(mels: int, keep: int) -> Tensor:

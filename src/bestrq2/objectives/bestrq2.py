@@ -24,7 +24,7 @@ from bestrq2.models.ema import WeightEMA
 from bestrq2.models.encoder import ViTEncoder
 from bestrq2.models.predictor import Predictor
 from bestrq2.objectives.views import ViewProjector, mask_repeats, repeat_views, view_contrast_loss
-from bestrq2.quantizer import RandomProjectionQuantizer, clip_mean
+from bestrq2.quantizer import RandomProjectionQuantizer, clip_mean, standardise
 
 
 def gather_rows(x: Tensor, ids: Tensor) -> Tensor:
@@ -63,8 +63,7 @@ class CodeHeads(nn.Module):
 def patch_regression_loss(pred: Tensor, patches: Tensor) -> Tensor:
     """pred, patches [n, P] -> mean squared error against each patch normalised over its own values
     (MAE's normalised-pixel target)."""
-    target = (patches - patches.mean(-1, keepdim=True)) / (patches.std(-1, keepdim=True) + 1e-5)
-    return F.mse_loss(pred.float(), target.float())
+    return F.mse_loss(pred.float(), standardise(patches.float()))
 
 
 def code_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

@@ -148,7 +148,7 @@ def _write_text(path: Path, text: str) -> None:
 def _record_data(run_dir: Path, data: Path, info: DistInfo) -> None:
     if not info.is_main:
         return
-    source = str(data.resolve()) if data.exists() else str(data)  # shard URLs stay as given
+    source = str(data)  # resolved by pretrain() when it is a local path; shard URLs stay as given
     f = run_dir / DATA_FILE
     if f.is_file() and (old := json.loads(f.read_text())["source"]) != source:
         print(f"note: {run_dir} was started on {old}; continuing on {source}")
